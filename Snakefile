@@ -1,0 +1,51 @@
+# qcsbm-bench: conservative vs unconstrained vs quasi-conservative score models.
+# Stages: prep_data -> train -> sample -> evaluate -> aggregate -> figures, over the
+# wildcards dataset x variant x seed, plus the one-layer autoencoder example.
+# Run: snakemake --cores all [--configfile workflow/config/<name>.yaml]
+
+from pathlib import Path
+
+from qcsbm_bench.config import validate_config, write_config_if_changed
+
+
+configfile: "workflow/config/toy.yaml"
+
+
+# Validate before any job: unknown keys and invalid values stop here, naming the key.
+config.update(validate_config(config))
+
+RESULTS = Path(config["results_dir"]) / config["name"]
+RESOLVED_CONFIG = str(RESULTS / "config.yaml")
+write_config_if_changed(config, RESOLVED_CONFIG)
+
+RUN_DIR = str(RESULTS / "runs" / "{dataset}" / "{variant}" / "seed-{seed}")
+LOGS = str(RESULTS / "logs")
+BENCHMARKS = str(RESULTS / "benchmarks")
+
+
+wildcard_constraints:
+    dataset="|".join(config["datasets"]),
+    variant="csbm|usbm|qcsbm",
+    seed=r"\d+",
+    sampler="pc|ode",
+
+
+def stage_resources(stage):
+    return config["resources"][stage]
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        rules.figures.output,
+        rules.aggregate.output,
+    default_target: True

@@ -1,0 +1,95 @@
+"""Writing results safely: atomic files, JSONL logs, checkpoints and run settings.
+
+Every file is written to a temporary name in its folder and then renamed, so a killed
+job leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` and move it onto `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(data: Mapping[str, Any], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
+    """Save tensors and plain Python values so that torch.load(weights_only=True) reads them."""
+    with atomic_path(path) as tmp:
+        torch.save(dict(state), tmp)
+
+
+def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}; run the train stage first")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with atomic_path(path.with_suffix(".npz")) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+class JsonlWriter:
+    """Append one JSON object per line and flush, so a crash loses at most one row."""
+
+    def __init__(self, path: Path, append: bool = False) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle: IO[str] = open(path, "a" if append else "w")  # noqa: SIM115
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self._handle.write(json.dumps(row, sort_keys=True) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch and return a torch Generator seeded with `seed`."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def set_deterministic(threads: int | None = None) -> None:
+    """Fix numerics that change results: TF32 off, deterministic kernels, a thread count."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def derive_seed(base: int, *parts: str | int) -> int:
+    """Derive an independent 32-bit seed from a base seed and labels (stable across runs)."""
+    entropy = [base] + [int.from_bytes(str(p).encode(), "little") % 2**32 for p in parts]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])

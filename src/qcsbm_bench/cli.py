@@ -1,0 +1,238 @@
+"""Command-line interface: one subcommand per stage of the Snakemake DAG.
+
+Every rule of the workflow calls one of these, so each stage also runs by hand, e.g.
+`qcsbm-bench train --config results/toy/config.yaml --dataset spirals --variant qcsbm
+--seed 0 --out-dir results/toy/runs/spirals/qcsbm/seed-0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from qcsbm_bench.config import ConfigError, load_config, write_config_if_changed
+
+logger = logging.getLogger("qcsbm_bench")
+
+
+def _configure_threads(config: dict[str, Any], stage: str) -> None:
+    from qcsbm_bench.artifacts import set_deterministic
+
+    set_deterministic(threads=config["resources"][stage]["threads"])
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    """Validate a config file and write (or print) the resolved configuration."""
+    import yaml
+
+    config = load_config(args.config)
+    for override in args.set or []:
+        config = _apply_override(config, override)
+    if args.out is None:
+        sys.stdout.write(yaml.safe_dump(config, sort_keys=True))
+    else:
+        write_config_if_changed(config, args.out)
+
+
+def _apply_override(config: dict[str, Any], assignment: str) -> dict[str, Any]:
+    import yaml
+
+    from qcsbm_bench.config import validate_config
+
+    key, sep, value = assignment.partition("=")
+    if not sep:
+        raise ConfigError(f"invalid override {assignment!r}; use KEY.PATH=VALUE")
+    update: dict[str, Any] = {}
+    node = update
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = yaml.safe_load(value)
+    from qcsbm_bench.config import deep_merge
+
+    return validate_config(deep_merge(config, update))
+
+
+def cmd_prep_data(args: argparse.Namespace) -> None:
+    from qcsbm_bench.data.toy2d import prepare_toy_dataset
+
+    config = load_config(args.config)
+    data = config["data"]
+    prepare_toy_dataset(args.dataset, data["n_train"], data["n_test"], data["seed"], args.out)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from qcsbm_bench.train import train_run
+
+    config = load_config(args.config)
+    _configure_threads(config, "train")
+    train_run(config, args.dataset, args.variant, args.seed, args.data, args.out_dir)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from qcsbm_bench.artifacts import DTYPES, derive_seed, save_npz
+    from qcsbm_bench.sampling import SAMPLERS
+    from qcsbm_bench.train import load_toy_model
+
+    config = load_config(args.config)
+    _configure_threads(config, "sample")
+    import torch
+
+    model = load_toy_model(config, args.variant, args.checkpoint)
+    sample_config = config["sample"]
+    seed = derive_seed(args.seed, args.dataset, args.variant, "sample", args.sampler)
+    result = SAMPLERS[args.sampler](
+        model,
+        model.sde,
+        (sample_config["n_samples"], 2),
+        t_min=sample_config["t_min"],
+        generator=torch.Generator().manual_seed(seed),
+        dtype=DTYPES[config["dtype"]],
+        device=config["device"],
+        progress=config["progress"],
+        **sample_config[args.sampler],
+    )
+    logger.info("%s sampler: %d evaluations, %.1f s", args.sampler, result.nfe, result.seconds)
+    save_npz(
+        args.out,
+        samples=result.samples.detach().cpu().numpy(),
+        nfe=np.asarray(result.nfe),
+        seconds=np.asarray(result.seconds),
+        seed=np.asarray(seed),
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from qcsbm_bench.evaluate import evaluate_toy_run, score_field, write_field, write_metric_rows
+    from qcsbm_bench.train import load_toy_model
+
+    config = load_config(args.config)
+    _configure_threads(config, "evaluate")
+    model = load_toy_model(config, args.variant, args.checkpoint)
+    samples = dict(zip(config["sample"]["samplers"], args.samples, strict=True))
+    rows = evaluate_toy_run(
+        config, model, args.dataset, args.variant, args.seed, args.data, samples
+    )
+    write_metric_rows(rows, args.out)
+    field_config = config["evaluate"]["field"]
+    field = score_field(model, field_config["grid_size"], field_config["extent"], field_config["t"])
+    write_field(field, args.field_out)
+
+
+def cmd_autoencoder(args: argparse.Namespace) -> None:
+    from qcsbm_bench.autoencoder import run_autoencoder, write_curves
+
+    config = load_config(args.config)
+    _configure_threads(config, "autoencoder")
+    settings = {k: v for k, v in config["autoencoder"].items() if k != "enabled"}
+    rows = run_autoencoder(progress=config["progress"], **settings)
+    write_curves(rows, args.out)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="toy dataset name")
+    parser.add_argument("--variant", required=True, choices=["csbm", "usbm", "qcsbm"])
+    parser.add_argument("--seed", required=True, type=int, help="run seed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qcsbm-bench",
+        description="Benchmark conservative, unconstrained and quasi-conservative score models.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], None], help_text: str):
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        return command
+
+    command = add("config", cmd_config, "Validate a config and print or write it resolved.")
+    command.add_argument("--config", type=Path, required=True, help="YAML config file")
+    command.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
+    command.add_argument("--out", type=Path, help="write the resolved YAML here")
+
+    command = add("prep-data", cmd_prep_data, "Draw and write one toy dataset (train + test).")
+    command.add_argument("--config", type=Path, required=True, help="resolved config")
+    command.add_argument("--dataset", required=True, help="toy dataset name")
+    command.add_argument("--out", type=Path, required=True, help="output .npz file")
+
+    command = add("train", cmd_train, "Train one (dataset, variant, seed) run.")
+    command.add_argument("--config", type=Path, required=True, help="resolved config")
+    _add_run_arguments(command)
+    command.add_argument("--data", type=Path, required=True, help="dataset .npz file")
+    command.add_argument("--out-dir", type=Path, required=True, help="run folder")
+
+    command = add("sample", cmd_sample, "Draw samples from a trained run with one sampler.")
+    command.add_argument("--config", type=Path, required=True, help="resolved config")
+    _add_run_arguments(command)
+    command.add_argument("--sampler", required=True, choices=["pc", "ode"])
+    command.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt")
+    command.add_argument("--out", type=Path, required=True, help="output .npz file")
+
+    command = add("evaluate", cmd_evaluate, "Compute the metrics of one trained run.")
+    command.add_argument("--config", type=Path, required=True, help="resolved config")
+    _add_run_arguments(command)
+    command.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt")
+    command.add_argument("--data", type=Path, required=True, help="dataset .npz file")
+    command.add_argument(
+        "--samples", type=Path, nargs="+", required=True, help="sample files, config order"
+    )
+    command.add_argument("--out", type=Path, required=True, help="tidy metrics CSV")
+    command.add_argument("--field-out", type=Path, required=True, help="score field .npz")
+
+    command = add("autoencoder", cmd_autoencoder, "Run the one-layer autoencoder example.")
+    command.add_argument("--config", type=Path, required=True, help="resolved config")
+    command.add_argument("--out", type=Path, required=True, help="curves JSONL file")
+
+    _mount_optional(sub)
+    return parser
+
+
+def _mount_optional(sub: Any) -> None:
+    """Mount the subcommands whose modules define add_arguments/run."""
+    import importlib
+
+    modules = {}
+    for name in ("aggregate", "benchmark", "figures"):
+        try:
+            modules[name] = importlib.import_module(f"qcsbm_bench.{name}")
+        except ImportError:
+            continue
+    aggregate = modules.get("aggregate"); benchmark = modules.get("benchmark"); figures = modules.get("figures")
+
+    for name, module, help_text in (
+        ("aggregate", aggregate, "Collect run metrics into tidy CSVs and Table 1."),
+        ("figures", figures, "Draw the paper-style figures."),
+        ("benchmark", benchmark, "Time training steps of every estimator and network."),
+    ):
+        if module is None or not hasattr(module, "run"):
+            continue
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(handler=module.run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.handler(args)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        logger.error("%s", error)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Benchmark configuration: YAML files merged onto defaults and validated before any job.
+
+The JSON schema (config.schema.yaml beside this module, linked from workflow/schemas)
+rejects unknown keys and out-of-range values; `validate_config` adds the checks that
+relate two values, such as sigma_min < sigma_max. Every error names the offending key.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+STAGES = ("prep_data", "train", "sample", "evaluate", "autoencoder", "aggregate", "figures")
+
+DEFAULTS: dict[str, Any] = {
+    "results_dir": "results",
+    "device": "cpu",
+    "dtype": "float64",
+    "progress": True,
+    "container": None,
+    "sde": {"t_min": 0.0},
+    "train": {
+        "dsm": "sum",
+        "log_every": 10,
+        "checkpoint_every": 500,
+        "qc": {"probe": "rademacher", "n_probes": 1},
+    },
+    "sample": {
+        "t_min": 1.0e-5,
+        "pc": {"n_levels": 1000, "snr": 0.16, "corrector_steps": 1, "denoise": True},
+        "ode": {"rtol": 1.0e-5, "atol": 1.0e-6, "denoise": True},
+    },
+    "evaluate": {
+        "nll": {"n_points": 5000, "rtol": 1.0e-3, "atol": 1.0e-5, "t_min": 1.0e-5},
+        "precision_recall": {"k": 3},
+        "field": {"grid_size": 21, "extent": 6.0, "t": [0.05, 0.3]},
+    },
+    "autoencoder": {
+        "enabled": True,
+        "steps": 10001,
+        "lr": 1.0e-4,
+        "grid_size": 40,
+        "extent": 10.0,
+        "seed": 0,
+        "log_every": 10,
+    },
+    "resources": {
+        stage: {"threads": 1, "mem_mb": 4000, "runtime": 120, "gpu": 0} for stage in STAGES
+    },
+}
+
+
+class ConfigError(ValueError):
+    """An invalid benchmark configuration; the message names the key and the fix."""
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Return base updated recursively by override (override wins; neither is modified)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_schema() -> dict[str, Any]:
+    text = resources.files("qcsbm_bench").joinpath("config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "<top level>"
+
+
+def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `raw` onto DEFAULTS, validate it and return the resolved configuration."""
+    config = deep_merge(DEFAULTS, raw)
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {_key_path(error)}: {error.message}" for error in errors]
+        raise ConfigError(
+            "invalid configuration (fix these keys in the config file or --config overrides):\n"
+            + "\n".join(lines)
+        )
+
+    sde = config["sde"]
+    if sde["sigma_min"] >= sde["sigma_max"]:
+        raise ConfigError(
+            f"sde.sigma_min ({sde['sigma_min']}) must be smaller than sde.sigma_max "
+            f"({sde['sigma_max']})"
+        )
+    missing = [name for name in config["datasets"] if name not in config["train"]["iterations"]]
+    if missing:
+        raise ConfigError(
+            f"train.iterations has no entry for dataset(s) {missing}; add one step count each"
+        )
+    n_test = config["data"]["n_test"]
+    point_counts = {
+        "evaluate.n_points": config["evaluate"]["n_points"],
+        "evaluate.nll.n_points": config["evaluate"]["nll"]["n_points"],
+    }
+    for key, count in point_counts.items():
+        if count > n_test:
+            raise ConfigError(
+                f"{key} ({count}) exceeds data.n_test ({n_test}); lower it or draw more "
+                "test points"
+            )
+    return config
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file and return it resolved and validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must contain a mapping at the top level")
+    return validate_config(raw)
+
+
+def write_config_if_changed(config: Mapping[str, Any], path: Path) -> bool:
+    """Write the resolved config unless the file already holds the same text.
+
+    Keeping the file untouched keeps its modification time, so Snakemake does not rerun
+    the jobs that depend on it. Returns True if the file was written.
+    """
+    path = Path(path)
+    text = yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=True)
+    if path.is_file() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True

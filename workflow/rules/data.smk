@@ -1,0 +1,16 @@
+rule prep_data:
+    input:
+        config=RESOLVED_CONFIG,
+    output:
+        str(RESULTS / "data" / "{dataset}.npz"),
+    log:
+        f"{LOGS}/prep_data/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/prep_data/{{dataset}}.tsv"
+    threads: stage_resources("prep_data")["threads"]
+    resources:
+        mem_mb=stage_resources("prep_data")["mem_mb"],
+        runtime=stage_resources("prep_data")["runtime"],
+    shell:
+        "qcsbm-bench prep-data --config {input.config} --dataset {wildcards.dataset} "
+        "--out {output} > {log} 2>&1"

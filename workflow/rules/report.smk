@@ -1,0 +1,80 @@
+RUNS = expand(
+    RUN_DIR,
+    dataset=config["datasets"],
+    variant=config["variants"],
+    seed=config["seeds"],
+)
+TABLES = RESULTS / "tables"
+FIGURES = RESULTS / "figures"
+AUTOENCODER = config["autoencoder"]["enabled"]
+FIGURE_NAMES = ["score_fields", "samples", "asymmetry_levels"] + (
+    ["autoencoder"] if AUTOENCODER else []
+)
+
+
+rule aggregate:
+    input:
+        metrics=[f"{run}/metrics.csv" for run in RUNS],
+    output:
+        tidy=str(TABLES / "all_metrics.csv"),
+        summary=str(TABLES / "summary.csv"),
+        table1_csv=str(TABLES / "table1.csv"),
+        table1=report(
+            str(TABLES / "table1.md"),
+            caption="../report/table1.rst",
+            category="Tables",
+        ),
+    params:
+        out_dir=str(TABLES),
+    log:
+        f"{LOGS}/aggregate.log",
+    benchmark:
+        f"{BENCHMARKS}/aggregate.tsv"
+    threads: stage_resources("aggregate")["threads"]
+    resources:
+        mem_mb=stage_resources("aggregate")["mem_mb"],
+        runtime=stage_resources("aggregate")["runtime"],
+    shell:
+        "qcsbm-bench aggregate --metrics {input.metrics} --out-dir {params.out_dir} "
+        "> {log} 2>&1"
+
+
+rule figures:
+    input:
+        metrics=rules.aggregate.output.tidy,
+        fields=[f"{run}/field.npz" for run in RUNS],
+        samples=[
+            f"{run}/samples-{sampler}.npz"
+            for run in RUNS
+            for sampler in config["sample"]["samplers"]
+        ],
+        autoencoder=rules.autoencoder.output if AUTOENCODER else [],
+    output:
+        pdf=[str(FIGURES / f"{name}.pdf") for name in FIGURE_NAMES],
+        png=[
+            report(
+                str(FIGURES / f"{name}.png"),
+                caption=f"../report/{name}.rst",
+                category="Figures",
+            )
+            for name in FIGURE_NAMES
+        ],
+    params:
+        runs_dir=str(RESULTS / "runs"),
+        data_dir=str(RESULTS / "data"),
+        out_dir=str(FIGURES),
+        autoencoder=lambda wildcards, input: (
+            f"--autoencoder {input.autoencoder}" if AUTOENCODER else ""
+        ),
+    log:
+        f"{LOGS}/figures.log",
+    benchmark:
+        f"{BENCHMARKS}/figures.tsv"
+    threads: stage_resources("figures")["threads"]
+    resources:
+        mem_mb=stage_resources("figures")["mem_mb"],
+        runtime=stage_resources("figures")["runtime"],
+    shell:
+        "qcsbm-bench figures --metrics {input.metrics} --runs-dir {params.runs_dir} "
+        "--data-dir {params.data_dir} {params.autoencoder} --out-dir {params.out_dir} "
+        "> {log} 2>&1"

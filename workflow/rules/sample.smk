@@ -1,0 +1,19 @@
+rule sample:
+    input:
+        config=RESOLVED_CONFIG,
+        checkpoint=rules.train.output.checkpoint,
+    output:
+        f"{RUN_DIR}/samples-{{sampler}}.npz",
+    log:
+        f"{LOGS}/sample/{{dataset}}/{{variant}}/seed-{{seed}}-{{sampler}}.log",
+    benchmark:
+        f"{BENCHMARKS}/sample/{{dataset}}/{{variant}}/seed-{{seed}}-{{sampler}}.tsv"
+    threads: stage_resources("sample")["threads"]
+    resources:
+        mem_mb=stage_resources("sample")["mem_mb"],
+        runtime=stage_resources("sample")["runtime"],
+        gpu=stage_resources("sample")["gpu"],
+    shell:
+        "qcsbm-bench sample --config {input.config} --dataset {wildcards.dataset} "
+        "--variant {wildcards.variant} --seed {wildcards.seed} --sampler {wildcards.sampler} "
+        "--checkpoint {input.checkpoint} --out {output} > {log} 2>&1"

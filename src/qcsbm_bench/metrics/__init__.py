@@ -1,0 +1,1 @@
+"""Evaluation metrics used by the benchmark."""

@@ -30,13 +30,10 @@ wildcard_constraints:
     sampler="pc|ode",
 
 
-def stage_resources(stage):
-    return config["resources"][stage]
-
-
 report: "workflow/report/workflow.rst"
 
 
+include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
@@ -45,7 +42,7 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.figures.output,
         rules.aggregate.output,
-    default_target: True

@@ -8,6 +8,7 @@ Every rule of the workflow calls one of these, so each stage also runs by hand, 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -141,7 +142,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", required=True, type=int, help="run seed")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; only the `selected` module subcommand gets its full arguments."""
     parser = argparse.ArgumentParser(
         prog="qcsbm-bench",
         description="Benchmark conservative, unconstrained and quasi-conservative score models.",
@@ -192,46 +194,43 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--config", type=Path, required=True, help="resolved config")
     command.add_argument("--out", type=Path, required=True, help="curves JSONL file")
 
-    _mount_optional(sub)
+    _mount_module_commands(sub, selected)
     return parser
 
 
-def _mount_optional(sub: Any) -> None:
-    """Mount the subcommands whose modules define add_arguments/run."""
-    import importlib
+# Subcommands implemented in their own modules, imported only when selected, so that
+# light stages such as prep-data start without importing matplotlib.
+MODULE_COMMANDS = {
+    "aggregate": ("qcsbm_bench.aggregate", "Collect run metrics into tidy CSVs and Table 1."),
+    "figures": ("qcsbm_bench.figures", "Draw the paper-style figures."),
+    "benchmark": ("qcsbm_bench.benchmark", "Time training steps of every estimator and network."),
+}
 
-    modules = {}
-    for name in ("aggregate", "benchmark", "figures"):
-        try:
-            modules[name] = importlib.import_module(f"qcsbm_bench.{name}")
-        except ImportError:
-            continue
-    aggregate = modules.get("aggregate"); benchmark = modules.get("benchmark"); figures = modules.get("figures")
 
-    for name, module, help_text in (
-        ("aggregate", aggregate, "Collect run metrics into tidy CSVs and Table 1."),
-        ("figures", figures, "Draw the paper-style figures."),
-        ("benchmark", benchmark, "Time training steps of every estimator and network."),
-    ):
-        if module is None or not hasattr(module, "run"):
-            continue
+def _mount_module_commands(sub: Any, selected: str | None) -> None:
+    for name, (module_name, help_text) in MODULE_COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(command)
-        command.set_defaults(handler=module.run)
+        if name == selected:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command)
+            command.set_defaults(handler=module.run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(selected).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        args.handler(args)
+        status = args.handler(args)
     except (ConfigError, FileNotFoundError, ValueError) as error:
+        logger.debug("traceback of the failure", exc_info=True)
         logger.error("%s", error)
         return 2
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

@@ -112,8 +112,7 @@ def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     for key, count in point_counts.items():
         if count > n_test:
             raise ConfigError(
-                f"{key} ({count}) exceeds data.n_test ({n_test}); lower it or draw more "
-                "test points"
+                f"{key} ({count}) exceeds data.n_test ({n_test}); lower it or draw more test points"
             )
     return config
 

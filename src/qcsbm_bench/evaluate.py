@@ -175,7 +175,9 @@ def write_metric_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: ("" if _is_nan(row[key]) else row[key]) for key in METRIC_COLUMNS})
+            writer.writerow(
+                {key: ("" if _is_nan(row[key]) else row[key]) for key in METRIC_COLUMNS}
+            )
 
 
 def _is_nan(value: object) -> bool:

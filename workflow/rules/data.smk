@@ -7,6 +7,8 @@ rule prep_data:
         f"{LOGS}/prep_data/{{dataset}}.log",
     benchmark:
         f"{BENCHMARKS}/prep_data/{{dataset}}.tsv"
+    conda:
+        "../../envs/qcsbm-bench.yaml"
     threads: stage_resources("prep_data")["threads"]
     resources:
         mem_mb=stage_resources("prep_data")["mem_mb"],

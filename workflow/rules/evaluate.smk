@@ -15,6 +15,8 @@ rule evaluate:
         f"{LOGS}/evaluate/{{dataset}}/{{variant}}/seed-{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/evaluate/{{dataset}}/{{variant}}/seed-{{seed}}.tsv"
+    conda:
+        "../../envs/qcsbm-bench.yaml"
     threads: stage_resources("evaluate")["threads"]
     resources:
         mem_mb=stage_resources("evaluate")["mem_mb"],
@@ -36,6 +38,8 @@ rule autoencoder:
         f"{LOGS}/autoencoder.log",
     benchmark:
         f"{BENCHMARKS}/autoencoder.tsv"
+    conda:
+        "../../envs/qcsbm-bench.yaml"
     threads: stage_resources("autoencoder")["threads"]
     resources:
         mem_mb=stage_resources("autoencoder")["mem_mb"],

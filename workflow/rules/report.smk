@@ -7,8 +7,10 @@ RUNS = expand(
 TABLES = RESULTS / "tables"
 FIGURES = RESULTS / "figures"
 AUTOENCODER = config["autoencoder"]["enabled"]
-FIGURE_NAMES = ["score_fields", "samples", "asymmetry_levels"] + (
-    ["autoencoder"] if AUTOENCODER else []
+FIGURE_NAMES = (
+    ["score_fields", "samples", "asymmetry_levels"]
+    + [f"samples-{sampler}" for sampler in config["sample"]["samplers"] if sampler != "pc"]
+    + (["autoencoder"] if AUTOENCODER else [])
 )
 
 
@@ -19,21 +21,29 @@ rule aggregate:
         tidy=str(TABLES / "all_metrics.csv"),
         summary=str(TABLES / "summary.csv"),
         table1_csv=str(TABLES / "table1.csv"),
+        samplers_csv=str(TABLES / "samplers.csv"),
+        samplers=report(
+            str(TABLES / "samplers.md"),
+            caption="../report/samplers.rst",
+            category="Tables",
+        ),
         table1=report(
             str(TABLES / "table1.md"),
             caption="../report/table1.rst",
             category="Tables",
         ),
-    params:
-        out_dir=str(TABLES),
     log:
         f"{LOGS}/aggregate.log",
     benchmark:
         f"{BENCHMARKS}/aggregate.tsv"
+    conda:
+        "../../envs/qcsbm-bench.yaml"
     threads: stage_resources("aggregate")["threads"]
     resources:
         mem_mb=stage_resources("aggregate")["mem_mb"],
         runtime=stage_resources("aggregate")["runtime"],
+    params:
+        out_dir=lambda wildcards, output: str(Path(output.tidy).parent),
     shell:
         "qcsbm-bench aggregate --metrics {input.metrics} --out-dir {params.out_dir} "
         "> {log} 2>&1"
@@ -42,6 +52,7 @@ rule aggregate:
 rule figures:
     input:
         metrics=rules.aggregate.output.tidy,
+        data=expand(rules.prep_data.output, dataset=config["datasets"]),
         fields=[f"{run}/field.npz" for run in RUNS],
         samples=[
             f"{run}/samples-{sampler}.npz"
@@ -59,21 +70,24 @@ rule figures:
             )
             for name in FIGURE_NAMES
         ],
-    params:
-        runs_dir=str(RESULTS / "runs"),
-        data_dir=str(RESULTS / "data"),
-        out_dir=str(FIGURES),
-        autoencoder=lambda wildcards, input: (
-            f"--autoencoder {input.autoencoder}" if AUTOENCODER else ""
-        ),
     log:
         f"{LOGS}/figures.log",
     benchmark:
         f"{BENCHMARKS}/figures.tsv"
+    conda:
+        "../../envs/qcsbm-bench.yaml"
     threads: stage_resources("figures")["threads"]
     resources:
         mem_mb=stage_resources("figures")["mem_mb"],
         runtime=stage_resources("figures")["runtime"],
+    params:
+        # Run folders are runs/<dataset>/<variant>/seed-<seed>/, so runs/ is 3 levels up.
+        runs_dir=lambda wildcards, input: str(Path(input.fields[0]).parents[3]),
+        data_dir=lambda wildcards, input: str(Path(input.data[0]).parent),
+        out_dir=lambda wildcards, output: str(Path(output.pdf[0]).parent),
+        autoencoder=lambda wildcards, input: (
+            f"--autoencoder {input.autoencoder}" if AUTOENCODER else ""
+        ),
     shell:
         "qcsbm-bench figures --metrics {input.metrics} --runs-dir {params.runs_dir} "
         "--data-dir {params.data_dir} {params.autoencoder} --out-dir {params.out_dir} "

@@ -8,6 +8,8 @@ rule sample:
         f"{LOGS}/sample/{{dataset}}/{{variant}}/seed-{{seed}}-{{sampler}}.log",
     benchmark:
         f"{BENCHMARKS}/sample/{{dataset}}/{{variant}}/seed-{{seed}}-{{sampler}}.tsv"
+    conda:
+        "../../envs/qcsbm-bench.yaml"
     threads: stage_resources("sample")["threads"]
     resources:
         mem_mb=stage_resources("sample")["mem_mb"],

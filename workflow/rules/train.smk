@@ -6,17 +6,19 @@ rule train:
         checkpoint=f"{RUN_DIR}/checkpoint.pt",
         stats=f"{RUN_DIR}/train_stats.jsonl",
         run=f"{RUN_DIR}/run.json",
-    params:
-        out_dir=RUN_DIR,
     log:
         f"{LOGS}/train/{{dataset}}/{{variant}}/seed-{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/train/{{dataset}}/{{variant}}/seed-{{seed}}.tsv"
+    conda:
+        "../../envs/qcsbm-bench.yaml"
     threads: stage_resources("train")["threads"]
     resources:
         mem_mb=stage_resources("train")["mem_mb"],
         runtime=stage_resources("train")["runtime"],
         gpu=stage_resources("train")["gpu"],
+    params:
+        out_dir=lambda wildcards, output: str(Path(output.checkpoint).parent),
     shell:
         "qcsbm-bench train --config {input.config} --dataset {wildcards.dataset} "
         "--variant {wildcards.variant} --seed {wildcards.seed} --data {input.data} "

@@ -204,6 +204,10 @@ MODULE_COMMANDS = {
     "aggregate": ("qcsbm_bench.aggregate", "Collect run metrics into tidy CSVs and Table 1."),
     "figures": ("qcsbm_bench.figures", "Draw the paper-style figures."),
     "benchmark": ("qcsbm_bench.benchmark", "Time training steps of every estimator and network."),
+    "estimator-variance": (
+        "qcsbm_bench.estimator_variance",
+        "Measure the single-probe variance of the Hutchinson L_QC estimators.",
+    ),
 }
 
 

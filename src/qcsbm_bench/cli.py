@@ -15,7 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from qcsbm_bench.config import ConfigError, load_config, write_config_if_changed
+import yaml
+
+from qcsbm_bench.config import (
+    ConfigError,
+    deep_merge,
+    load_config,
+    validate_config,
+    write_config_if_changed,
+)
 
 logger = logging.getLogger("qcsbm_bench")
 
@@ -28,24 +36,19 @@ def _configure_threads(config: dict[str, Any], stage: str) -> None:
 
 def cmd_config(args: argparse.Namespace) -> None:
     """Validate a config file and write (or print) the resolved configuration."""
-    import yaml
-
     config = load_config(args.config)
-    for override in args.set or []:
-        config = _apply_override(config, override)
+    for assignment in args.set or []:
+        config = validate_config(deep_merge(config, parse_override(assignment)))
     if args.out is None:
         sys.stdout.write(yaml.safe_dump(config, sort_keys=True))
     else:
         write_config_if_changed(config, args.out)
 
 
-def _apply_override(config: dict[str, Any], assignment: str) -> dict[str, Any]:
-    import yaml
-
-    from qcsbm_bench.config import validate_config
-
+def parse_override(assignment: str) -> dict[str, Any]:
+    """Turn "train.lambda_qc=0.5" into {"train": {"lambda_qc": 0.5}} (values parsed as YAML)."""
     key, sep, value = assignment.partition("=")
-    if not sep:
+    if not sep or not key:
         raise ConfigError(f"invalid override {assignment!r}; use KEY.PATH=VALUE")
     update: dict[str, Any] = {}
     node = update
@@ -53,9 +56,7 @@ def _apply_override(config: dict[str, Any], assignment: str) -> dict[str, Any]:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = yaml.safe_load(value)
-    from qcsbm_bench.config import deep_merge
-
-    return validate_config(deep_merge(config, update))
+    return update
 
 
 def cmd_prep_data(args: argparse.Namespace) -> None:
@@ -76,6 +77,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     import numpy as np
+    import torch
 
     from qcsbm_bench.artifacts import DTYPES, derive_seed, save_npz
     from qcsbm_bench.sampling import SAMPLERS
@@ -83,8 +85,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     config = load_config(args.config)
     _configure_threads(config, "sample")
-    import torch
-
     model = load_toy_model(config, args.variant, args.checkpoint)
     sample_config = config["sample"]
     seed = derive_seed(args.seed, args.dataset, args.variant, "sample", args.sampler)

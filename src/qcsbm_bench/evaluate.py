@@ -71,7 +71,9 @@ def level_metrics(
         asymmetry = asymmetry_exact(model, x_t, t)
         with torch.no_grad():
             score = model(x_t, t)
-        oracle = oracle_score(x_t, centres, model.sde.marginal_std(t))
+        oracle = oracle_score(
+            x_t, centres, model.sde.marginal_std(t), mean_coeff=model.sde.mean_coeff(t)
+        )
         sums["asym"] += float(asymmetry.asym.sum())
         sums["nasym"] += float(asymmetry.nasym.sum())
         sums["score_error"] += float(score_error(score, oracle).sum())

@@ -81,7 +81,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def set_deterministic(threads: int | None = None) -> None:
-    """Fix numerics that change results: TF32 off, deterministic kernels, a thread count."""
+    """Fix settings that change results: TF32 off, no cuDNN autotuning, a thread count."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = False

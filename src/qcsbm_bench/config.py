@@ -121,7 +121,7 @@ def load_config(path: Path) -> dict[str, Any]:
     """Read a YAML or JSON config file and return it resolved and validated."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}; pass an existing YAML file")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -132,7 +132,7 @@ def load_config(path: Path) -> dict[str, Any]:
 
 
 def write_config_if_changed(config: Mapping[str, Any], path: Path) -> bool:
-    """Write the resolved config unless the file already holds the same text.
+    """Write the resolved config unless the file already contains the same text.
 
     Keeping the file untouched keeps its modification time, so Snakemake does not rerun
     the jobs that depend on it. Returns True if the file was written.

@@ -5,7 +5,7 @@
 
 from pathlib import Path
 
-from qcsbm_bench.config import validate_config, write_config_if_changed
+from qcsbm_bench.config import results_config, validate_config, write_config_if_changed
 
 
 configfile: "workflow/config/toy.yaml"
@@ -16,11 +16,17 @@ config.update(validate_config(config))
 
 RESULTS = Path(config["results_dir"]) / config["name"]
 RESOLVED_CONFIG = str(RESULTS / "config.yaml")
-write_config_if_changed(config, RESOLVED_CONFIG)
+write_config_if_changed(results_config(config), RESOLVED_CONFIG)
 
 RUN_DIR = str(RESULTS / "runs" / "{dataset}" / "{variant}" / "seed-{seed}")
 LOGS = str(RESULTS / "logs")
 BENCHMARKS = str(RESULTS / "benchmarks")
+
+# With `container: <image>` in the config (a .sif path or a docker:// URL), every job runs
+# inside that image when Snakemake is started with --sdm apptainer.
+if config["container"]:
+
+    container: config["container"]
 
 
 wildcard_constraints:

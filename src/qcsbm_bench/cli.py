@@ -28,10 +28,11 @@ from qcsbm_bench.config import (
 logger = logging.getLogger("qcsbm_bench")
 
 
-def _configure_threads(config: dict[str, Any], stage: str) -> None:
+def _configure_threads(config: dict[str, Any], stage: str, threads: int | None) -> None:
+    """Set torch's thread count: --threads if given, else the config's stage resources."""
     from qcsbm_bench.artifacts import set_deterministic
 
-    set_deterministic(threads=config["resources"][stage]["threads"])
+    set_deterministic(threads=threads or config["resources"][stage]["threads"])
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -71,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from qcsbm_bench.train import train_run
 
     config = load_config(args.config)
-    _configure_threads(config, "train")
+    _configure_threads(config, "train", args.threads)
     train_run(config, args.dataset, args.variant, args.seed, args.data, args.out_dir)
 
 
@@ -84,7 +85,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from qcsbm_bench.train import load_toy_model
 
     config = load_config(args.config)
-    _configure_threads(config, "sample")
+    _configure_threads(config, "sample", args.threads)
     model = load_toy_model(config, args.variant, args.checkpoint)
     sample_config = config["sample"]
     seed = derive_seed(args.seed, args.dataset, args.variant, "sample", args.sampler)
@@ -114,7 +115,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from qcsbm_bench.train import load_toy_model
 
     config = load_config(args.config)
-    _configure_threads(config, "evaluate")
+    _configure_threads(config, "evaluate", args.threads)
     model = load_toy_model(config, args.variant, args.checkpoint)
     samples = dict(zip(config["sample"]["samplers"], args.samples, strict=True))
     rows = evaluate_toy_run(
@@ -130,7 +131,7 @@ def cmd_autoencoder(args: argparse.Namespace) -> None:
     from qcsbm_bench.autoencoder import run_autoencoder, write_curves
 
     config = load_config(args.config)
-    _configure_threads(config, "autoencoder")
+    _configure_threads(config, "autoencoder", args.threads)
     settings = {k: v for k, v in config["autoencoder"].items() if k != "enabled"}
     rows = run_autoencoder(progress=config["progress"], **settings)
     write_curves(rows, args.out)
@@ -140,6 +141,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="toy dataset name")
     parser.add_argument("--variant", required=True, choices=["csbm", "usbm", "qcsbm"])
     parser.add_argument("--seed", required=True, type=int, help="run seed")
+
+
+def _add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: the config's stage resources)"
+    )
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
@@ -167,12 +174,14 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     command.add_argument("--out", type=Path, required=True, help="output .npz file")
 
     command = add("train", cmd_train, "Train one (dataset, variant, seed) run.")
+    _add_threads_argument(command)
     command.add_argument("--config", type=Path, required=True, help="resolved config")
     _add_run_arguments(command)
     command.add_argument("--data", type=Path, required=True, help="dataset .npz file")
     command.add_argument("--out-dir", type=Path, required=True, help="run folder")
 
     command = add("sample", cmd_sample, "Draw samples from a trained run with one sampler.")
+    _add_threads_argument(command)
     command.add_argument("--config", type=Path, required=True, help="resolved config")
     _add_run_arguments(command)
     command.add_argument("--sampler", required=True, choices=["pc", "ode"])
@@ -180,6 +189,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     command.add_argument("--out", type=Path, required=True, help="output .npz file")
 
     command = add("evaluate", cmd_evaluate, "Compute the metrics of one trained run.")
+    _add_threads_argument(command)
     command.add_argument("--config", type=Path, required=True, help="resolved config")
     _add_run_arguments(command)
     command.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt")
@@ -191,6 +201,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     command.add_argument("--field-out", type=Path, required=True, help="score field .npz")
 
     command = add("autoencoder", cmd_autoencoder, "Run the one-layer autoencoder example.")
+    _add_threads_argument(command)
     command.add_argument("--config", type=Path, required=True, help="resolved config")
     command.add_argument("--out", type=Path, required=True, help="curves JSONL file")
 

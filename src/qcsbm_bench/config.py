@@ -17,6 +17,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+# Keys that change where or how fast jobs run but not their results. They are left out of
+# the resolved config file that every job reads, so changing them reruns nothing.
+EXECUTION_KEYS = ("resources", "container")
+
 STAGES = ("prep_data", "train", "sample", "evaluate", "autoencoder", "aggregate", "figures")
 
 DEFAULTS: dict[str, Any] = {
@@ -129,6 +133,11 @@ def load_config(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must contain a mapping at the top level")
     return validate_config(raw)
+
+
+def results_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the config without EXECUTION_KEYS, the part that determines the results."""
+    return {key: value for key, value in config.items() if key not in EXECUTION_KEYS}
 
 
 def write_config_if_changed(config: Mapping[str, Any], path: Path) -> bool:

@@ -23,7 +23,7 @@ rule evaluate:
         runtime=stage_resources("evaluate")["runtime"],
         gpu=stage_resources("evaluate")["gpu"],
     shell:
-        "qcsbm-bench evaluate --config {input.config} --dataset {wildcards.dataset} "
+        "qcsbm-bench evaluate --config {input.config} --threads {threads} --dataset {wildcards.dataset} "
         "--variant {wildcards.variant} --seed {wildcards.seed} --checkpoint {input.checkpoint} "
         "--data {input.data} --samples {input.samples} --out {output.metrics} "
         "--field-out {output.field} > {log} 2>&1"
@@ -45,4 +45,4 @@ rule autoencoder:
         mem_mb=stage_resources("autoencoder")["mem_mb"],
         runtime=stage_resources("autoencoder")["runtime"],
     shell:
-        "qcsbm-bench autoencoder --config {input.config} --out {output} > {log} 2>&1"
+        "qcsbm-bench autoencoder --config {input.config} --threads {threads} --out {output} > {log} 2>&1"

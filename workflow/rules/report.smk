@@ -9,7 +9,11 @@ FIGURES = RESULTS / "figures"
 AUTOENCODER = config["autoencoder"]["enabled"]
 FIGURE_NAMES = (
     ["score_fields", "samples", "asymmetry_levels"]
-    + [f"samples-{sampler}" for sampler in config["sample"]["samplers"] if sampler != "pc"]
+    + [
+        f"samples-{sampler}"
+        for sampler in config["sample"]["samplers"]
+        if sampler != "pc"
+    ]
     + (["autoencoder"] if AUTOENCODER else [])
 )
 

@@ -16,6 +16,6 @@ rule sample:
         runtime=stage_resources("sample")["runtime"],
         gpu=stage_resources("sample")["gpu"],
     shell:
-        "qcsbm-bench sample --config {input.config} --dataset {wildcards.dataset} "
+        "qcsbm-bench sample --config {input.config} --threads {threads} --dataset {wildcards.dataset} "
         "--variant {wildcards.variant} --seed {wildcards.seed} --sampler {wildcards.sampler} "
         "--checkpoint {input.checkpoint} --out {output} > {log} 2>&1"

@@ -20,6 +20,6 @@ rule train:
     params:
         out_dir=lambda wildcards, output: str(Path(output.checkpoint).parent),
     shell:
-        "qcsbm-bench train --config {input.config} --dataset {wildcards.dataset} "
+        "qcsbm-bench train --config {input.config} --threads {threads} --dataset {wildcards.dataset} "
         "--variant {wildcards.variant} --seed {wildcards.seed} --data {input.data} "
         "--out-dir {params.out_dir} > {log} 2>&1"

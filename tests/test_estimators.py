@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from torch import Tensor, nn
 
 from qcsbm_bench.jacobian import (
+    draw_probes,
     exact_jacobian,
     jvp_antisymmetric_sq_norm,
     vjp_quadratic_forms,
@@ -244,6 +245,18 @@ def test_rotation_field_exact_with_one_rademacher_probe() -> None:
 
     gaussian = qc_penalty(field, x, t, QCConfig("hutchinson-vjp", probe="gaussian"))
     assert (gaussian - expected).abs().max() > 1e-3
+
+
+def test_rademacher_exact_for_diagonal_matrix() -> None:
+    """v^T M v = tr(M) for every sign vector when M is diagonal; not so for Gaussian v."""
+    diagonal = torch.diag(torch.tensor([0.5, -2.0, 3.0, 1.5]))
+    rademacher = draw_probes(torch.zeros(1000, 4), "rademacher", torch.Generator().manual_seed(0))
+    values = torch.einsum("ni,ij,nj->n", rademacher, diagonal, rademacher)
+    torch.testing.assert_close(values, torch.full((1000,), 3.0))
+
+    gaussian = draw_probes(torch.zeros(1000, 4), "gaussian", torch.Generator().manual_seed(0))
+    values = torch.einsum("ni,ij,nj->n", gaussian, diagonal, gaussian)
+    assert values.std() > 1.0
 
 
 def test_probe_mean_not_sum() -> None:

@@ -16,12 +16,12 @@ from qcsbm_bench.aggregate import (
     compare_table1,
     format_estimate,
     format_number,
-    main,
     sampler_table,
     summarise,
     table1,
     table1_findings,
 )
+from qcsbm_bench.cli import main as cli_main
 from qcsbm_bench.published import CITATION, published_results
 
 DATASETS = ("8gaussians", "spirals", "checkerboard")
@@ -413,7 +413,7 @@ def test_cli_writes_all_outputs(tmp_path: Path) -> None:
     paths = write_benchmark(tmp_path, BASE_VALUES)
     out_dir = tmp_path / "out"
 
-    assert main(["--metrics", *map(str, paths), "--out-dir", str(out_dir)]) == 0
+    assert cli_main(["aggregate", "--metrics", *map(str, paths), "--out-dir", str(out_dir)]) == 0
 
     for name in ("all_metrics.csv", "summary.csv", "table1.csv", "table1.md", "samplers.csv"):
         assert (out_dir / name).stat().st_size > 0, name

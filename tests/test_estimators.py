@@ -78,6 +78,21 @@ def parameter_gradient(loss: Tensor, module: nn.Module) -> Tensor:
     )
 
 
+def assert_mean_within_variance_band(
+    case: FieldCase, estimator: str, probe: str, n_probes: int, seed: int
+) -> None:
+    """Check that an n_probes-probe mean lies within Z_SCORE standard errors of the exact value."""
+    generator = torch.Generator().manual_seed(seed)
+    config = QCConfig(estimator=estimator, probe=probe, n_probes=n_probes)
+    estimate = qc_penalty(case.field, case.x, case.t, config, generator, create_graph=False)
+
+    _, jacobian = exact_jacobian(case.field, case.x, case.t)
+    exact = 0.5 * antisymmetric_sq_norm(jacobian)
+    std = quadratic_form_std(estimator_form_matrix(jacobian, estimator), probe)
+    band = Z_SCORE * std / n_probes**0.5 + 1e-12 * (1 + exact)
+    assert torch.all((estimate - exact).abs() <= band), (estimate, exact, band)
+
+
 @SETTINGS
 @given(case=mlp_cases(max_dim=6))
 def test_vjp_sign_enumeration_matches_exact(case: FieldCase) -> None:
@@ -144,16 +159,7 @@ def test_detached_probe_product_biases_gradient(case: FieldCase) -> None:
 @SETTINGS
 @given(case=mlp_cases(max_dim=8))
 def test_monte_carlo_mean_within_variance_band(case: FieldCase, estimator: str, probe: str) -> None:
-    n_probes = 4000
-    generator = torch.Generator().manual_seed(0)
-    config = QCConfig(estimator=estimator, probe=probe, n_probes=n_probes)
-    estimate = qc_penalty(case.field, case.x, case.t, config, generator, create_graph=False)
-
-    _, jacobian = exact_jacobian(case.field, case.x, case.t)
-    exact = 0.5 * antisymmetric_sq_norm(jacobian)
-    std = quadratic_form_std(estimator_form_matrix(jacobian, estimator), probe)
-    band = Z_SCORE * std / n_probes**0.5 + 1e-12 * (1 + exact)
-    assert torch.all((estimate - exact).abs() <= band), (estimate, exact, band)
+    assert_mean_within_variance_band(case, estimator, probe, n_probes=4000, seed=0)
 
 
 @pytest.mark.parametrize("estimator", ["hutchinson-vjp", "hutchinson-jvp"])
@@ -161,16 +167,7 @@ def test_monte_carlo_mean_within_variance_band(case: FieldCase, estimator: str, 
 @settings(max_examples=4, deadline=None, derandomize=True)
 @given(case=conv_cases())
 def test_conv_field_within_variance_band(case: FieldCase, estimator: str, probe: str) -> None:
-    n_probes = 2000
-    generator = torch.Generator().manual_seed(1)
-    config = QCConfig(estimator=estimator, probe=probe, n_probes=n_probes)
-    estimate = qc_penalty(case.field, case.x, case.t, config, generator, create_graph=False)
-
-    _, jacobian = exact_jacobian(case.field, case.x, case.t)
-    exact = 0.5 * antisymmetric_sq_norm(jacobian)
-    std = quadratic_form_std(estimator_form_matrix(jacobian, estimator), probe)
-    band = Z_SCORE * std / n_probes**0.5 + 1e-12 * (1 + exact)
-    assert torch.all((estimate - exact).abs() <= band), (estimate, exact, band)
+    assert_mean_within_variance_band(case, estimator, probe, n_probes=2000, seed=1)
 
 
 @pytest.mark.parametrize("estimator", ["hutchinson-vjp", "hutchinson-jvp"])

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from qcsbm_bench.aggregate import METRIC_COLUMNS
+from qcsbm_bench.cli import main as cli_main
 from qcsbm_bench.figures import (
     _log_floor,
     find_run_files,
     load_score_field,
-    main,
     plot_asymmetry_levels,
     plot_autoencoder_curves,
     plot_samples,
@@ -251,7 +251,7 @@ def test_cli_writes_all_figures(tmp_path: Path) -> None:
     out = tmp_path / "figures"
 
     argv = ["--metrics", str(metrics_file), "--runs-dir", str(runs), "--data-dir", str(data)]
-    assert main([*argv, "--autoencoder", str(curves), "--out-dir", str(out)]) == 0
+    assert cli_main(["figures", *argv, "--autoencoder", str(curves), "--out-dir", str(out)]) == 0
 
     for stem in ("score_fields", "samples", "asymmetry_levels", "autoencoder"):
         for suffix in (".png", ".pdf"):

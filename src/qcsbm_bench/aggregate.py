@@ -16,7 +16,6 @@ import argparse
 import itertools
 import logging
 import math
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -630,20 +629,3 @@ def run(args: argparse.Namespace) -> int:
     write_sampler_table(summary, out_dir)
     logger.info("Aggregated %d metrics files into %s.", len(args.metrics), out_dir)
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the aggregate step as a standalone command."""
-    parser = argparse.ArgumentParser(
-        prog="qcsbm-bench aggregate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,41 +7,28 @@ job leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
-import os
 import random
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
 
+from qcsbm_bench.atomic import atomic_open
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` and move it onto `path` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_json(data: Mapping[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    with atomic_open(path) as handle:
+        handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
     """Save tensors and plain Python values so that torch.load(weights_only=True) reads them."""
-    with atomic_path(path) as tmp:
-        torch.save(dict(state), tmp)
+    with atomic_open(path, "wb") as handle:
+        torch.save(dict(state), handle)
 
 
 def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
@@ -52,7 +39,7 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path.with_suffix(".npz")) as tmp, open(tmp, "wb") as handle:
+    with atomic_open(path.with_suffix(".npz"), "wb") as handle:
         np.savez(handle, **arrays)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from qcsbm_bench.artifacts import atomic_path
+from qcsbm_bench.atomic import atomic_open
 from qcsbm_bench.jacobian import (
     draw_probes,
     exact_jacobian,
@@ -142,7 +142,7 @@ def measure_estimator_variance(
 
 
 def write_rows(rows: Sequence[dict[str, float | int | str]], path: Path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -174,6 +174,6 @@ def run(args: argparse.Namespace) -> int:
         args.networks, args.t, args.batch_size, args.n_probes, args.seed
     )
     write_rows(rows, args.out_dir / "estimator_variance.csv")
-    with atomic_path(args.out_dir / "estimator_variance.md") as tmp:
-        tmp.write_text(markdown_table(rows))
+    with atomic_open(args.out_dir / "estimator_variance.md") as handle:
+        handle.write(markdown_table(rows))
     return 0

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from qcsbm_bench.artifacts import DTYPES, atomic_path, derive_seed, save_npz
+from qcsbm_bench.artifacts import DTYPES, derive_seed, save_npz
 from qcsbm_bench.asymmetry import asymmetry_exact
+from qcsbm_bench.atomic import atomic_open
 from qcsbm_bench.data.toy2d import load_toy_dataset
 from qcsbm_bench.likelihood import ode_nll
 from qcsbm_bench.metrics.precision_recall import precision_recall
@@ -173,7 +174,7 @@ def score_field(
 
 
 def write_metric_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
         for row in rows:

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -577,20 +576,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         logger.info("No --autoencoder file given, so the autoencoder figure is skipped.")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the figures step as a standalone command."""
-    parser = argparse.ArgumentParser(
-        prog="qcsbm-bench figures",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from qcsbm_bench.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -126,20 +126,8 @@ def prepare_toy_dataset(
         "sha256": {"train": _sha256_of_array(train), "test": _sha256_of_array(test)},
     }
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    file_descriptor, temp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    try:
-        with os.fdopen(file_descriptor, "wb") as handle:
-            np.savez(handle, train=train, test=test, metadata=np.array(json.dumps(metadata)))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, train=train, test=test, metadata=np.array(json.dumps(metadata)))
 
     logger.info(
         "Wrote toy data set %s (n_train=%d, n_test=%d, seed=%d) to %s",

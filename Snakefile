@@ -7,8 +7,11 @@ from pathlib import Path
 
 from qcsbm_bench.config import results_config, validate_config, write_config_if_changed
 
+# The toy config is the default only: files given with --configfile replace it rather than
+# being merged onto it, so `qcsbm-bench config --config FILE` shows what the DAG runs.
+if not workflow.config_settings.configfiles:
 
-configfile: "workflow/config/toy.yaml"
+    configfile: "workflow/config/toy.yaml"
 
 
 # Validate before any job: unknown keys and invalid values stop here, naming the key.

@@ -53,6 +53,11 @@ def test_paper_config_uses_paper_settings() -> None:
         (["train", "qc", "estimator"], "hutch", "train.qc.estimator"),
         (["seeds"], [], "seeds"),
         (["evaluate", "n_points"], 10**6, "evaluate.n_points"),
+        (["seeds"], [1.0], "seeds.0"),
+        (["train", "batch_size"], 64.0, "train.batch_size"),
+        (["sde", "sigma_min"], float("nan"), "sde.sigma_min"),
+        (["train", "lambda_qc"], float("inf"), "train.lambda_qc"),
+        (["sample", "t_min"], 2.0, "sample.t_min"),
     ],
 )
 def test_invalid_value_names_key(path: list[str], value: object, message: str) -> None:

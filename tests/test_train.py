@@ -82,3 +82,33 @@ def test_killed_run_resumes_identically(
     for name, tensor in expected.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
     assert json.loads((killed / "run.json").read_text())["resumed_from_step"] == 20
+
+    def steps(run: Path) -> list[int]:
+        lines = (run / "train_stats.jsonl").read_text().splitlines()
+        return [json.loads(line)["step"] for line in lines]
+
+    assert steps(killed) == steps(reference)
+
+
+def test_state_from_other_settings_is_ignored(
+    setup: tuple[dict, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, data = setup
+    out = tmp_path / "run"
+    original_loss = train_module.training_loss
+    calls = {"count": 0}
+
+    def failing_loss(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["count"] += 1
+        if calls["count"] == 31:
+            raise KeyboardInterrupt("simulated kill at step 30")
+        return original_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "training_loss", failing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train_run(config, "8gaussians", "qcsbm", 0, data, out)
+    monkeypatch.setattr(train_module, "training_loss", original_loss)
+
+    changed = {**config, "train": {**config["train"], "lr": config["train"]["lr"] / 2}}
+    train_module.train_run(changed, "8gaussians", "qcsbm", 0, data, out)
+    assert json.loads((out / "run.json").read_text())["resumed_from_step"] == 0

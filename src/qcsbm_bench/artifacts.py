@@ -7,6 +7,7 @@ job leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,7 +36,13 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}; run the train stage first")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError) as error:
+        raise ValueError(
+            f"checkpoint {path} is not a readable torch checkpoint ({error}); delete it and "
+            "rerun the train stage"
+        ) from error
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:

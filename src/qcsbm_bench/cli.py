@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from qcsbm_bench.config import (
 )
 
 logger = logging.getLogger("qcsbm_bench")
+
+# The toy data set names, as in qcsbm_bench.data.toy2d (not imported here to keep startup light).
+TOY_DATASETS = ("8gaussians", "checkerboard", "spirals")
 
 
 def _configure_threads(config: dict[str, Any], stage: str, threads: int | None) -> None:
@@ -107,6 +111,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
         nfe=np.asarray(result.nfe),
         seconds=np.asarray(result.seconds),
         seed=np.asarray(seed),
+        sampler=np.asarray(args.sampler),
+        variant=np.asarray(args.variant),
+        dataset=np.asarray(args.dataset),
     )
 
 
@@ -117,7 +124,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     _configure_threads(config, "evaluate", args.threads)
     model = load_toy_model(config, args.variant, args.checkpoint)
-    samples = dict(zip(config["sample"]["samplers"], args.samples, strict=True))
+    samplers = config["sample"]["samplers"]
+    if len(args.samples) != len(samplers):
+        raise ConfigError(
+            f"--samples got {len(args.samples)} file(s) but sample.samplers is {samplers}; "
+            "pass one samples-<sampler>.npz per sampler, in that order"
+        )
+    samples = dict(zip(samplers, args.samples, strict=True))
     rows = evaluate_toy_run(
         config, model, args.dataset, args.variant, args.seed, args.data, samples
     )
@@ -138,7 +151,7 @@ def cmd_autoencoder(args: argparse.Namespace) -> None:
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="toy dataset name")
+    parser.add_argument("--dataset", required=True, choices=TOY_DATASETS, help="toy dataset name")
     parser.add_argument("--variant", required=True, choices=["csbm", "usbm", "qcsbm"])
     parser.add_argument("--seed", required=True, type=int, help="run seed")
 
@@ -241,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         status = args.handler(args)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         logger.debug("traceback of the failure", exc_info=True)
         logger.error("%s", error)
         return 2

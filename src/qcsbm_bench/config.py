@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -85,10 +86,32 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(part) for part in error.absolute_path) or "<top level>"
 
 
+def _is_integer(checker: Any, instance: object) -> bool:
+    # JSON Schema counts 64.0 as an integer, but range() and torch sizes reject floats.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_finite_number(checker: Any, instance: object) -> bool:
+    # YAML reads .nan and .inf as floats, and the schema's minimum checks let NaN through.
+    return (
+        isinstance(instance, int | float)
+        and not isinstance(instance, bool)
+        and math.isfinite(instance)
+    )
+
+
+StrictValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_finite_number}
+    ),
+)
+
+
 def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Merge `raw` onto DEFAULTS, validate it and return the resolved configuration."""
     config = deep_merge(DEFAULTS, raw)
-    validator = jsonschema.Draft202012Validator(load_schema())
+    validator = StrictValidator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"  {_key_path(error)}: {error.message}" for error in errors]

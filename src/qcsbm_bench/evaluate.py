@@ -94,7 +94,7 @@ def evaluate_toy_run(
     eval_config = config["evaluate"]
     dtype = DTYPES[config["dtype"]]
     device = torch.device(config["device"])
-    train_points, test_points = load_toy_dataset(data_path)
+    train_points, test_points = load_toy_dataset(data_path, dataset)
     centres = torch.as_tensor(train_points, dtype=dtype, device=device)
     test = torch.as_tensor(test_points, dtype=dtype, device=device)
     generator = torch.Generator().manual_seed(derive_seed(seed, dataset, variant, "evaluate"))
@@ -141,6 +141,12 @@ def evaluate_toy_run(
     k = eval_config["precision_recall"]["k"]
     for sampler, path in sample_paths.items():
         with np.load(path) as archive:
+            for key, expected in (("sampler", sampler), ("variant", variant), ("dataset", dataset)):
+                if key in archive.files and str(archive[key]) != expected:
+                    raise ValueError(
+                        f"{path} contains {key} {str(archive[key])!r}, expected {expected!r}; pass "
+                        "the run's samples-<sampler>.npz files in sample.samplers order"
+                    )
             samples = torch.as_tensor(archive["samples"], dtype=dtype)
             nfe = int(archive["nfe"])
             seconds = float(archive["seconds"])

@@ -8,6 +8,7 @@ train.checkpoint_every steps, so a killed job continues where it stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 STATS_FILE = "train_stats.jsonl"
+# Written during training and renamed to STATS_FILE at the end, so Snakemake keeps it.
+PARTIAL_STATS_FILE = "train_stats.partial.jsonl"
 
 
 def build_toy_model(config: Mapping[str, Any], variant: str) -> ScoreModel:
@@ -53,8 +56,27 @@ def load_toy_model(config: Mapping[str, Any], variant: str, checkpoint: Path) ->
     """Rebuild a trained model from its checkpoint, in eval mode."""
     model = build_toy_model(config, variant)
     state = load_checkpoint(checkpoint, map_location=config["device"])
-    model.load_state_dict(state["model"])
+    saved_variant = state.get("variant")
+    if saved_variant is not None and saved_variant != variant:
+        raise ValueError(
+            f"checkpoint {checkpoint} contains a {saved_variant} model, not {variant}; pass "
+            f"--variant {saved_variant} or the {variant} run's checkpoint"
+        )
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ValueError(
+            f"checkpoint {checkpoint} does not fit model.hidden {config['model']['hidden']}; "
+            "use the config that trained it or retrain"
+        ) from error
     return model.eval()
+
+
+def _run_fingerprint(config: Mapping[str, Any], dataset: str, variant: str, seed: int) -> str:
+    """Return the settings that a resumable state must share with the run that resumes it."""
+    keys = ("data", "sde", "model", "train", "dtype")
+    settings = {key: config[key] for key in keys}
+    return json.dumps([settings, dataset, variant, seed], sort_keys=True)
 
 
 def train_run(
@@ -69,6 +91,11 @@ def train_run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_config = config["train"]
+    if dataset not in train_config["iterations"]:
+        raise ValueError(
+            f"train.iterations has no entry for {dataset!r}; add one to the config or pass "
+            f"one of {sorted(train_config['iterations'])}"
+        )
     iterations = train_config["iterations"][dataset]
     lambda_qc = train_config["lambda_qc"] if variant == "qcsbm" else 0.0
     qc_config = QCConfig(**train_config["qc"])
@@ -78,13 +105,19 @@ def train_run(
     generator = seed_everything(derive_seed(seed, dataset, variant, "train"))
     model = build_toy_model(config, variant).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config["lr"])
-    train_points, _ = load_toy_dataset(data_path)
+    train_points, _ = load_toy_dataset(data_path, dataset)
     data = torch.as_tensor(train_points, dtype=dtype, device=device)
 
     start_step = 0
     state_path = out_dir / STATE_FILE
+    partial_stats = out_dir / PARTIAL_STATS_FILE
+    fingerprint = _run_fingerprint(config, dataset, variant, seed)
     if state_path.is_file():
         state = load_checkpoint(state_path, map_location=config["device"])
+        if state.get("fingerprint") != fingerprint:
+            logger.warning("ignoring %s: it was saved under other settings", state_path)
+            state_path.unlink()
+    if state_path.is_file():
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -92,7 +125,15 @@ def train_run(
         start_step = int(state["step"])
         logger.info("resuming %s/%s/seed-%d at step %d", dataset, variant, seed, start_step)
 
-    stats = JsonlWriter(out_dir / STATS_FILE, append=start_step > 0)
+    # Rows logged after the saved state would be written twice, so drop them before appending.
+    if start_step > 0 and partial_stats.is_file():
+        earlier_rows = [
+            line
+            for line in partial_stats.read_text().splitlines()
+            if json.loads(line)["step"] < start_step
+        ]
+        partial_stats.write_text("".join(line + "\n" for line in earlier_rows))
+    stats = JsonlWriter(partial_stats, append=start_step > 0)
     started = time.perf_counter()
     steps = range(start_step, iterations)
     bar = tqdm(steps, desc=f"train {dataset}/{variant}/{seed}", disable=not config["progress"])
@@ -125,13 +166,18 @@ def train_run(
                     "generator": generator.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "step": step + 1,
+                    "fingerprint": fingerprint,
                 },
                 state_path,
             )
     stats.close()
+    partial_stats.replace(out_dir / STATS_FILE)
 
     checkpoint = out_dir / CHECKPOINT_FILE
-    save_checkpoint({"model": model.state_dict(), "step": iterations}, checkpoint)
+    save_checkpoint(
+        {"model": model.state_dict(), "step": iterations, "variant": variant, "dataset": dataset},
+        checkpoint,
+    )
     write_json(
         {
             "dataset": dataset,

@@ -7,12 +7,12 @@ RUNS = expand(
 TABLES = RESULTS / "tables"
 FIGURES = RESULTS / "figures"
 AUTOENCODER = config["autoencoder"]["enabled"]
+# The figures command names the PC samples figure "samples" and any other "samples-<sampler>".
 FIGURE_NAMES = (
-    ["score_fields", "samples", "asymmetry_levels"]
+    ["score_fields", "asymmetry_levels"]
     + [
-        f"samples-{sampler}"
+        "samples" if sampler == "pc" else f"samples-{sampler}"
         for sampler in config["sample"]["samplers"]
-        if sampler != "pc"
     ]
     + (["autoencoder"] if AUTOENCODER else [])
 )

@@ -153,8 +153,10 @@ def _check_points(array: np.ndarray, key: str, expected_rows: int, path: Path) -
         )
 
 
-def load_toy_dataset(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def load_toy_dataset(path: Path, expected_name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Load the (train, test) arrays written by prepare_toy_dataset and verify their checksums.
+
+    With expected_name, the file must also record that data set name.
 
     Raises:
         FileNotFoundError: if `path` does not exist.
@@ -192,6 +194,11 @@ def load_toy_dataset(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"Recreate it with `{PREP_COMMAND}`."
         ) from error
 
+    if expected_name is not None and metadata.get("name") != expected_name:
+        raise ValueError(
+            f"Toy data file {path} contains the {metadata.get('name')!r} data set, not "
+            f"{expected_name!r}. Pass the {expected_name}.npz file."
+        )
     train = arrays["train"]
     test = arrays["test"]
     _check_points(train, "train", n_train, path)

@@ -164,13 +164,13 @@ def score_field(
     """Evaluate the learned score on a grid over [-extent, extent]^2 at the given times."""
     axis = torch.linspace(-extent, extent, grid_size, dtype=torch.float64)
     grid = torch.cartesian_prod(axis, axis)
-    dtype = next(model.parameters()).dtype
+    parameter = next(model.parameters())
     scores = []
     for t_value in times:
-        x = grid.to(dtype)
-        t = torch.full((x.shape[0],), t_value, dtype=dtype)
+        x = grid.to(device=parameter.device, dtype=parameter.dtype)
+        t = torch.full((x.shape[0],), t_value, dtype=parameter.dtype, device=parameter.device)
         with torch.no_grad():
-            scores.append(model(x, t).double().numpy())
+            scores.append(model(x, t).double().cpu().numpy())
     return {
         "grid": grid.numpy(),
         "t": np.asarray(times, dtype=np.float64),

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from qcsbm_bench.sde import draw
+
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 PROBES = ("rademacher", "gaussian")
@@ -46,10 +48,11 @@ def draw_probes(like: Tensor, kind: str, generator: torch.Generator | None = Non
     Rademacher entries are +-1 with equal probability; Gaussian entries are N(0, 1).
     """
     if kind == "rademacher":
-        bits = torch.randint(0, 2, like.shape, generator=generator, device=like.device)
-        return bits.to(like.dtype) * 2 - 1
+        source = generator.device if generator is not None else like.device
+        bits = torch.randint(0, 2, like.shape, generator=generator, device=source)
+        return bits.to(device=like.device, dtype=like.dtype) * 2 - 1
     if kind == "gaussian":
-        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+        return draw("normal", like.shape, generator, like.dtype, like.device)
     raise ValueError(f"unknown probe distribution {kind!r}; valid values are {PROBES}")
 
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from qcsbm_bench.regulariser import QCConfig, qc_penalty_and_score
 from qcsbm_bench.scores import ScoreModel
-from qcsbm_bench.sde import batch_broadcast
+from qcsbm_bench.sde import batch_broadcast, draw
 
 DSM_SCALES = {"sum": 1.0, "half-sum": 0.5}
 
@@ -70,7 +70,7 @@ def training_loss(
         raise ValueError(f"lambda_qc must be non-negative, got {lambda_qc}")
     sde = score_model.sde
     t = sde.sample_time(x0.shape[0], generator=generator, dtype=x0.dtype, device=x0.device)
-    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    noise = draw("normal", x0.shape, generator, x0.dtype, x0.device)
     x_t = sde.perturb(x0, t, noise)
     sigma = sde.marginal_std(t)
 

@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from qcsbm_bench.jacobian import ScoreFn
-from qcsbm_bench.sde import SDE, VESDE, batch_broadcast
+from qcsbm_bench.sde import SDE, VESDE, batch_broadcast, draw
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def pc_sample(
     dt = (1.0 - t_min) / max(n_levels - 1, 1)
 
     def gaussian() -> Tensor:
-        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        return draw("normal", shape, generator, dtype, device)
 
     for t_value in tqdm(times.tolist(), desc="pc sampler", disable=not progress):
         t = _time_batch(t_value, x)

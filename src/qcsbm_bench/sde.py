@@ -19,6 +19,26 @@ def batch_broadcast(values: Tensor, like: Tensor) -> Tensor:
     return values.reshape(values.shape[0], *([1] * (like.dim() - 1)))
 
 
+def draw(
+    kind: str,
+    shape: tuple[int, ...] | torch.Size,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+) -> Tensor:
+    """Draw "normal" N(0, 1) or "uniform" U[0, 1) values on `device`.
+
+    The values are drawn on the generator's own device and then moved, because torch
+    rejects a CPU generator for CUDA tensors; a seeded CPU generator thus gives the same
+    numbers whatever device the model runs on.
+    """
+    if kind not in ("normal", "uniform"):
+        raise ValueError(f"unknown distribution {kind!r}; use 'normal' or 'uniform'")
+    sampler = torch.randn if kind == "normal" else torch.rand
+    source = generator.device if generator is not None else device
+    return sampler(tuple(shape), generator=generator, dtype=dtype, device=source).to(device)
+
+
 class SDE(ABC):
     """A forward SDE dx = f(x, t) dt + g(t) dw with a Gaussian perturbation kernel.
 
@@ -66,10 +86,14 @@ class SDE(ABC):
         )
 
     def sample_time(
-        self, batch_size: int, generator: torch.Generator | None = None, **tensor_kwargs: object
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
     ) -> Tensor:
         """Draw t ~ U(t_min, 1), shape (batch_size,)."""
-        u = torch.rand(batch_size, generator=generator, **tensor_kwargs)  # type: ignore[arg-type]
+        u = draw("uniform", (batch_size,), generator, dtype, device)
         return self.t_min + (self.t_max - self.t_min) * u
 
     def prior_sample(

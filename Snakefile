@@ -18,6 +18,8 @@ if not workflow.config_settings.configfiles:
 config.update(validate_config(config))
 
 RESULTS = Path(config["results_dir"]) / config["name"]
+# NOTE: every rule reads this one file, so any change to a results-affecting key reruns
+# every job, even where the key does not matter (adding a seed reruns seed 0 too).
 RESOLVED_CONFIG = str(RESULTS / "config.yaml")
 write_config_if_changed(results_config(config), RESOLVED_CONFIG)
 

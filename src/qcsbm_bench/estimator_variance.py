@@ -2,9 +2,9 @@
 
 For each network and noise level, every sample is replicated K times with independent
 probes, and the K single-probe values give the estimate's mean and its single-probe
-standard deviation. The relative std (single-probe std over the mean estimate, both
-averaged over the samples, so that a sample with L_QC near 0 cannot blow it up) sets how
-many probes a training step needs: the std of a K-probe mean is std / sqrt(K).
+standard deviation. The relative std is the single-probe std over the mean estimate, both
+averaged over the samples, so that a sample with L_QC near 0 cannot blow it up. It sets
+how many probes a training step needs, because a K-probe mean has std / sqrt(K).
 The networks are randomly initialised (no trained image weights exist offline), so the
 numbers describe the estimators on untrained fields, not on converged models.
 """

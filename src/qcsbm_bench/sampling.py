@@ -1,6 +1,6 @@
 """Samplers of the reverse-time SDE and of the probability-flow ODE (Song et al., 2021).
 
-Both take any score model `score_fn(x, t)` with an `sde` and share one signature; both
+Both take any score model `score_fn(x, t)` with an `sde` and share one signature. Both
 return the samples, the number of score-model evaluations on the whole batch (NFE, counted
 by wrapping the model, not computed from settings) and the wall time.
 """

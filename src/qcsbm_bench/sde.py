@@ -29,8 +29,8 @@ def draw(
     """Draw "normal" N(0, 1) or "uniform" U[0, 1) values on `device`.
 
     The values are drawn on the generator's own device and then moved, because torch
-    rejects a CPU generator for CUDA tensors; a seeded CPU generator thus gives the same
-    numbers whatever device the model runs on.
+    rejects a CPU generator for CUDA tensors. A seeded CPU generator therefore gives the
+    same numbers whatever device the model runs on.
     """
     if kind not in ("normal", "uniform"):
         raise ValueError(f"unknown distribution {kind!r}; use 'normal' or 'uniform'")

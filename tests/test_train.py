@@ -52,14 +52,10 @@ def test_usbm_has_no_penalty(setup: tuple[dict, Path], tmp_path: Path) -> None:
     assert all(row["qc"] is None for row in rows)
 
 
-def test_killed_run_resumes_identically(
-    setup: tuple[dict, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def kill_training_at_step_30(
+    config: dict, data: Path, out: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config, data = setup
-    reference = tmp_path / "reference"
-    train_module.train_run(config, "8gaussians", "qcsbm", 0, data, reference)
-
-    killed = tmp_path / "killed"
+    """Run qcsbm training into `out` and interrupt it at step 30, as a killed job would be."""
     original_loss = train_module.training_loss
     calls = {"count": 0}
 
@@ -69,13 +65,24 @@ def test_killed_run_resumes_identically(
             raise KeyboardInterrupt("simulated kill at step 30")
         return original_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "training_loss", failing_loss)
-    with pytest.raises(KeyboardInterrupt):
-        train_module.train_run(config, "8gaussians", "qcsbm", 0, data, killed)
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "training_loss", failing_loss)
+        with pytest.raises(KeyboardInterrupt):
+            train_module.train_run(config, "8gaussians", "qcsbm", 0, data, out)
+
+
+def test_killed_run_resumes_identically(
+    setup: tuple[dict, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, data = setup
+    reference = tmp_path / "reference"
+    train_module.train_run(config, "8gaussians", "qcsbm", 0, data, reference)
+
+    killed = tmp_path / "killed"
+    kill_training_at_step_30(config, data, killed, monkeypatch)
     assert load_checkpoint(killed / train_module.STATE_FILE)["step"] == 20
     assert not (killed / train_module.CHECKPOINT_FILE).exists()
 
-    monkeypatch.setattr(train_module, "training_loss", original_loss)
     train_module.train_run(config, "8gaussians", "qcsbm", 0, data, killed)
     expected = load_checkpoint(reference / train_module.CHECKPOINT_FILE)["model"]
     resumed = load_checkpoint(killed / train_module.CHECKPOINT_FILE)["model"]
@@ -95,19 +102,7 @@ def test_state_from_other_settings_is_ignored(
 ) -> None:
     config, data = setup
     out = tmp_path / "run"
-    original_loss = train_module.training_loss
-    calls = {"count": 0}
-
-    def failing_loss(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["count"] += 1
-        if calls["count"] == 31:
-            raise KeyboardInterrupt("simulated kill at step 30")
-        return original_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "training_loss", failing_loss)
-    with pytest.raises(KeyboardInterrupt):
-        train_module.train_run(config, "8gaussians", "qcsbm", 0, data, out)
-    monkeypatch.setattr(train_module, "training_loss", original_loss)
+    kill_training_at_step_30(config, data, out, monkeypatch)
 
     changed = {**config, "train": {**config["train"], "lr": config["train"]["lr"] / 2}}
     train_module.train_run(changed, "8gaussians", "qcsbm", 0, data, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -313,3 +314,23 @@ def test_objective_parts_and_shared_score() -> None:
     assert dsm_only.qc is None
     with pytest.raises(ValueError, match="lambda_qc"):
         training_loss(model, x0, -0.1)
+
+
+def test_atomic_open_permissions_and_failure(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from qcsbm_bench.atomic import atomic_open
+
+    path = tmp_path / "out.txt"
+    with atomic_open(path) as handle:
+        handle.write("new")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+    with pytest.raises(RuntimeError), atomic_open(path) as handle:
+        handle.write("half")
+        raise RuntimeError("killed")
+    assert path.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]

@@ -26,6 +26,10 @@ def atomic_open(path: Path, mode: str = "w", **open_kwargs: Any) -> Iterator[IO[
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates the file as 0600; give it the permissions open() would have given.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_name, 0o666 & ~umask)
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

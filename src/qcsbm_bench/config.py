@@ -18,6 +18,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from qcsbm_bench.atomic import atomic_open
+
 # Keys that change where or how fast jobs run but not their results. They are left out of
 # the resolved config file that every job reads, so changing them reruns nothing.
 EXECUTION_KEYS = ("resources", "container")
@@ -173,8 +175,6 @@ def write_config_if_changed(config: Mapping[str, Any], path: Path) -> bool:
     text = yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=True)
     if path.is_file() and path.read_text() == text:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_open(path) as handle:
+        handle.write(text)
     return True

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from qcsbm_bench.metrics.precision_recall import precision_recall
+from qcsbm_bench.metrics.precision_recall import prdc, precision_recall
 
 DTYPE = torch.float64
 KEYS = {"precision", "recall", "density", "coverage"}
@@ -133,3 +134,22 @@ def test_invalid_inputs_raise() -> None:
         precision_recall(real, real, k=0)
     with pytest.raises(ValueError, match="chunk_size"):
         precision_recall(real, real, chunk_size=0)
+
+
+def test_prdc_accepts_numpy_features() -> None:
+    real = gaussian(120, 6, 0.0, seed=11)
+    fake = gaussian(90, 6, 0.5, seed=12)
+    result = prdc(real.numpy(), fake.numpy())
+    assert result == precision_recall(real, fake)
+    assert 0.0 < result["coverage"] < 1.0
+
+
+def test_prdc_identical_and_far_apart_numpy_sets() -> None:
+    real = gaussian(150, 8, 0.0, seed=13).numpy().astype(np.float32)
+    identical = prdc(real, real.copy())
+    assert identical["precision"] == 1.0
+    assert identical["recall"] == 1.0
+    assert identical["coverage"] == 1.0
+    assert identical["density"] == pytest.approx(1.0, abs=1e-12)
+    far = prdc(real, real + 1000.0)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}

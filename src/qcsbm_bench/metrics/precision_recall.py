@@ -19,6 +19,7 @@ adds nothing to density or coverage. Deduplicate discrete features before callin
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 DEFAULT_K = 3
@@ -121,3 +122,24 @@ def precision_recall(
         "density": balls_containing_fake.double().mean().item() / k,
         "coverage": real_covered.double().mean().item(),
     }
+
+
+def prdc(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    k: int = DEFAULT_K,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> dict[str, float]:
+    """Compute precision, recall, density and coverage of NumPy or torch features in float64.
+
+    Args:
+        real: real features, shape (N, F), for example Inception pool features.
+        fake: generated features, shape (M, F).
+        k, chunk_size: as in precision_recall.
+
+    Returns:
+        A dict with keys precision, recall, density and coverage.
+    """
+    real_tensor = torch.as_tensor(real, dtype=torch.float64)
+    fake_tensor = torch.as_tensor(fake, dtype=torch.float64, device=real_tensor.device)
+    return precision_recall(real_tensor, fake_tensor, k=k, chunk_size=chunk_size)

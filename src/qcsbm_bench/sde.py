@@ -100,11 +100,11 @@ class SDE(ABC):
         self,
         shape: tuple[int, ...],
         generator: torch.Generator | None = None,
-        **tensor_kwargs: object,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
     ) -> Tensor:
-        """Draw x_1 from the prior N(0, prior_std^2 I)."""
-        z = torch.randn(shape, generator=generator, **tensor_kwargs)  # type: ignore[arg-type]
-        return self.prior_std * z
+        """Draw x_1 from the prior N(0, prior_std^2 I) on `device`, drawn on the generator's."""
+        return self.prior_std * draw("normal", shape, generator, dtype, device)
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
         """Return log N(x; 0, prior_std^2 I) in nats, summed over all but the batch dim, (B,)."""

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from torch import Tensor, nn
 
 from qcsbm_bench.asymmetry import asymmetry_exact, asymmetry_hutchinson
-from qcsbm_bench.jacobian import SampleCouplingError, exact_jacobian
+from qcsbm_bench.jacobian import SampleCouplingError, draw_probes, exact_jacobian, replicate
 from qcsbm_bench.losses import dsm_loss, training_loss
 from qcsbm_bench.networks.toy import ToyScoreNet
-from qcsbm_bench.regulariser import QCConfig, qc_penalty
+from qcsbm_bench.regulariser import QCConfig, qc_penalty, qc_penalty_and_score
 from qcsbm_bench.scores import (
     ConservativeScore,
     UnconstrainedScore,
@@ -334,3 +334,24 @@ def test_atomic_open_permissions_and_failure(tmp_path: Path) -> None:
         raise RuntimeError("killed")
     assert path.read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+@pytest.mark.parametrize("estimator", ["hutchinson-vjp", "hutchinson-jvp"])
+def test_given_probes_match_drawn_probes(estimator: str) -> None:
+    field = MLPField(dim=3, width=8, depth=2, activation="swish", seed=0)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    t = torch.full((5,), 0.5)
+    config = QCConfig(estimator=estimator, n_probes=2)
+    drawn, _ = qc_penalty_and_score(field, x, t, config, torch.Generator().manual_seed(2))
+    x_rep, _ = replicate(x, t, 2)
+    probes = draw_probes(x_rep, "rademacher", torch.Generator().manual_seed(2))
+    given_probes, _ = qc_penalty_and_score(field, x, t, config, probes=probes)
+    torch.testing.assert_close(given_probes, drawn, rtol=0, atol=0)
+
+
+def test_given_probes_wrong_shape_rejected() -> None:
+    field = MLPField(dim=3, width=8, depth=2, activation="swish", seed=0)
+    x = torch.randn(5, 3)
+    t = torch.full((5,), 0.5)
+    with pytest.raises(ValueError, match=r"probes have shape \(5, 3\), expected \(10, 3\)"):
+        qc_penalty_and_score(field, x, t, QCConfig(n_probes=2), probes=torch.ones(5, 3))

@@ -15,13 +15,7 @@ import skimage.data
 import torch
 from sklearn.datasets import load_digits
 
-from qcsbm_bench.data.image_sources import (
-    CIFAR_URL,
-    IMAGENET32_URL,
-    PHOTO_FILES,
-    SVHN_URL,
-    TEST_PHOTOS,
-)
+from qcsbm_bench.data.image_sources import CIFAR_URL, IMAGENET32_URL, SVHN_URL
 from qcsbm_bench.data.images import (
     DatasetNotFoundError,
     ImageData,
@@ -32,6 +26,7 @@ from qcsbm_bench.data.images import (
     sample_batch,
     to_float,
 )
+from qcsbm_bench.data.packaged_images import PHOTO_FILES, TEST_PHOTOS
 
 # ---------------------------------------------------------------------------------------------
 # Writers of tiny raw files in the formats of the official releases

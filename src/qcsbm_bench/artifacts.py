@@ -6,6 +6,7 @@ job leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import random
@@ -43,6 +44,12 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
             f"checkpoint {path} is not a readable torch checkpoint ({error}); delete it and "
             "rerun the train stage"
         ) from error
+
+
+def file_sha256(path: Path) -> str:
+    """Return the hex SHA-256 digest of a file, read in blocks."""
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:

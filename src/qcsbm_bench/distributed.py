@@ -24,11 +24,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from qcsbm_bench.jacobian import (
-    check_samplewise,
     draw_probes,
-    jvp_antisymmetric_sq_norm,
-    replicate,
-    vjp_quadratic_forms,
 )
 from qcsbm_bench.losses import LossParts, dsm_loss
 from qcsbm_bench.regulariser import QCConfig, qc_penalty_and_score
@@ -272,30 +268,6 @@ def draw_global_randomness(
     return t, noise, probes
 
 
-def _hutchinson_penalty(
-    score_model: ScoreModel, x_t: Tensor, t: Tensor, probes: Tensor, qc_config: QCConfig
-) -> tuple[Tensor, Tensor | None]:
-    """Estimate L_QC per sample (B,) from given probes, and return the shared score or None.
-
-    Implements the "hutchinson-vjp" and "hutchinson-jvp" estimators of
-    `regulariser.qc_penalty_and_score` with the probes passed in instead of drawn.
-    """
-    # TODO: let regulariser.qc_penalty_and_score and losses.training_loss accept pre-drawn
-    # probes, t and noise, so that this copy of their estimator dispatch can go.
-    batch = x_t.shape[0]
-    x_rep, t_rep = replicate(x_t, t, qc_config.n_probes)
-    if qc_config.estimator == "hutchinson-vjp":
-        score, first, second = vjp_quadratic_forms(
-            score_model, x_rep, t_rep, probes, True, qc_config.secondary_gradient
-        )
-        per_probe = first - second
-    else:
-        score, antisym_sq, _ = jvp_antisymmetric_sq_norm(score_model, x_rep, t_rep, probes, True)
-        per_probe = 0.5 * antisym_sq
-    penalty = per_probe.reshape(batch, qc_config.n_probes).mean(dim=1)
-    return penalty, score if qc_config.n_probes == 1 else None
-
-
 def rank_training_loss(
     score_model: ScoreModel,
     x0: Tensor,
@@ -328,14 +300,10 @@ def rank_training_loss(
         dsm = dsm_loss(score, noise, sigma, dsm_convention).mean()
         return LossParts(total=dsm, dsm=dsm, qc_weighted=None, qc=None)
 
-    if probes_all is None:
-        penalty, shared_score = qc_penalty_and_score(score_model, x_t, t, qc_config)
-    else:
-        check_samplewise(score_model)
-        probe_rows = slice(rows.start * qc_config.n_probes, rows.stop * qc_config.n_probes)
-        penalty, shared_score = _hutchinson_penalty(
-            score_model, x_t, t, probes_all[probe_rows], qc_config
-        )
+    probes = None
+    if probes_all is not None:
+        probes = probes_all[rows.start * qc_config.n_probes : rows.stop * qc_config.n_probes]
+    penalty, shared_score = qc_penalty_and_score(score_model, x_t, t, qc_config, probes=probes)
     score = score_model(x_t, t) if shared_score is None else shared_score
     dsm = dsm_loss(score, noise, sigma, dsm_convention).mean()
     qc_weighted = (sigma**2 * penalty).mean()

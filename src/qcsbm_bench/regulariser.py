@@ -73,6 +73,7 @@ def qc_penalty_and_score(
     config: QCConfig,
     generator: torch.Generator | None = None,
     create_graph: bool = True,
+    probes: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Estimate L_QC(x) = 1/2 ||J - J^T||_F^2 per sample (B,), and return s(x, t) with it.
 
@@ -80,6 +81,8 @@ def qc_penalty_and_score(
     loss can reuse it; it is None when K > 1 probes replicate the batch. `score_fn(x, t)`
     is a score model or any samplewise function. With create_graph=True (training) both
     results are differentiable w.r.t. the parameters; works under torch.no_grad().
+    `probes` (K B, ...) replaces the draw from `generator` for the Hutchinson estimators, in
+    the row order of `jacobian.replicate`.
     """
     if isinstance(score_fn, torch.nn.Module):
         check_samplewise(score_fn)
@@ -90,7 +93,13 @@ def qc_penalty_and_score(
     else:
         batch = x.shape[0]
         x_rep, t_rep = replicate(x, t, config.n_probes)
-        probes = draw_probes(x_rep, config.probe, generator)
+        if probes is None:
+            probes = draw_probes(x_rep, config.probe, generator)
+        elif probes.shape != x_rep.shape:
+            raise ValueError(
+                f"probes have shape {tuple(probes.shape)}, expected {tuple(x_rep.shape)} "
+                f"(n_probes = {config.n_probes} copies of x)"
+            )
         if config.estimator == "hutchinson-vjp":
             score, first, second = vjp_quadratic_forms(
                 score_fn, x_rep, t_rep, probes, create_graph, config.secondary_gradient

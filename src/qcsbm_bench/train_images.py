@@ -36,6 +36,7 @@ from qcsbm_bench.artifacts import (
     DTYPES,
     JsonlWriter,
     derive_seed,
+    file_sha256,
     load_checkpoint,
     save_checkpoint,
     seed_everything,
@@ -53,7 +54,6 @@ from qcsbm_bench.train_state import (
     ORIGIN_KEYS,
     TrainingState,
     check_saved_settings,
-    file_digest,
     final_checkpoint,
     run_settings,
     start_from_checkpoint,
@@ -253,7 +253,7 @@ def _train(
     channels, resolution = int(data.meta["channels"]), int(data.meta["resolution"])
     run = _build_training_state(config, settings, dataset, variant, seed, data, context)
 
-    init_digest = None if init_checkpoint is None else file_digest(init_checkpoint)
+    init_digest = None if init_checkpoint is None else file_sha256(init_checkpoint)
     fingerprint = run_settings(config, dataset, variant, seed, init_digest)
     state_path = out_dir / STATE_FILE
     resumed_from_step = None

@@ -7,7 +7,6 @@ under other settings is rejected, so a changed config never continues a stale ru
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -31,15 +30,6 @@ logger = logging.getLogger(__name__)
 # NOTE: a changed process count does change the dropout masks, see distributed.restore_rng_states.
 CADENCE_KEYS = ("log_every", "checkpoint_every", "processes")
 ORIGIN_KEYS = ("init_checkpoint", "init_step", "optimizer_from_init")
-
-
-def file_digest(path: Path) -> str:
-    """Return the SHA-256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def run_settings(

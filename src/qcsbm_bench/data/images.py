@@ -23,20 +23,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from qcsbm_bench.artifacts import write_json
+from qcsbm_bench.artifacts import file_sha256, write_json
 from qcsbm_bench.atomic import atomic_open
 from qcsbm_bench.config import IMAGE_DATASETS
 from qcsbm_bench.data.image_sources import (
-    PHOTO_FILES,
     DatasetNotFoundError,
     MalformedDatasetError,
     RawDataset,
     read_cifar,
-    read_digits,
     read_imagenet32,
-    read_photos,
     read_svhn,
 )
+from qcsbm_bench.data.packaged_images import PHOTO_FILES, read_digits, read_photos
 
 __all__ = [
     "HFLIP",
@@ -307,11 +305,6 @@ def read_meta(out_dir: Path) -> dict[str, Any]:
     return meta
 
 
-def _file_sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def load_image_dataset(
     out_dir: Path, split: str = "train", *, mmap: bool = True, verify: bool = True
 ) -> ImageData:
@@ -333,7 +326,7 @@ def load_image_dataset(
             raise _fail(out_dir, f"{path.name} is missing")
         if verify:
             expected = meta["sha256"].get(path.name)
-            if _file_sha256(path) != expected:
+            if file_sha256(path) != expected:
                 raise _fail(
                     out_dir,
                     f"{path.name} does not match its sha256 in meta.json (expected {expected}), "

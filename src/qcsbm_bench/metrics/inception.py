@@ -21,7 +21,6 @@ NOTE: The tests run it on a stand-in module with this interface, never on the re
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from collections.abc import Callable
@@ -32,6 +31,8 @@ import numpy as np
 import torch
 from cleanfid.resize import build_resizer
 from tqdm import tqdm
+
+from qcsbm_bench.artifacts import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +65,6 @@ class InceptionOutputs:
     features: np.ndarray
     logits: np.ndarray
     mode: str
-
-
-def file_sha256(path: Path) -> str:
-    """Return the hex SHA-256 digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _resolve_weights_file(weights_path: Path) -> Path:

@@ -1,6 +1,8 @@
 # qcsbm-bench: conservative vs unconstrained vs quasi-conservative score models.
 # Stages: prep_data -> train -> sample -> evaluate -> aggregate -> figures, over the
-# wildcards dataset x variant x seed, plus the one-layer autoencoder example.
+# wildcards dataset x variant x seed. A config's `kind` picks the DAG: "toy" (2-D data and the
+# one-layer autoencoder example) or "images" (NCSN++ on 32x32 image sets, with sharded
+# sampling, FID or classifier FD, bits/dim and Jacobian asymmetry by noise level).
 # Run: snakemake --cores all [--configfile workflow/config/<name>.yaml]
 
 from pathlib import Path
@@ -23,6 +25,7 @@ RESULTS = Path(config["results_dir"]) / config["name"]
 RESOLVED_CONFIG = str(RESULTS / "config.yaml")
 write_config_if_changed(results_config(config), RESOLVED_CONFIG)
 
+KIND = config.get("kind", "toy")
 RUN_DIR = str(RESULTS / "runs" / "{dataset}" / "{variant}" / "seed-{seed}")
 LOGS = str(RESULTS / "logs")
 BENCHMARKS = str(RESULTS / "benchmarks")
@@ -39,21 +42,40 @@ wildcard_constraints:
     variant="csbm|usbm|qcsbm",
     seed=r"\d+",
     sampler="pc|ode",
+    shard=r"\d+",
 
 
 report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/sample.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/report.smk"
 
 
-rule all:
-    default_target: True
-    input:
-        rules.figures.output,
-        rules.aggregate.output,
+if KIND == "toy":
+
+    include: "workflow/rules/data.smk"
+    include: "workflow/rules/train.smk"
+    include: "workflow/rules/sample.smk"
+    include: "workflow/rules/evaluate.smk"
+    include: "workflow/rules/report.smk"
+
+    rule all:
+        default_target: True
+        input:
+            rules.figures.output,
+            rules.aggregate.output,
+
+else:
+
+    include: "workflow/rules/image_common.smk"
+    include: "workflow/rules/image_data.smk"
+    include: "workflow/rules/image_train.smk"
+    include: "workflow/rules/image_sample.smk"
+    include: "workflow/rules/image_evaluate.smk"
+    include: "workflow/rules/image_report.smk"
+
+    rule all:
+        default_target: True
+        input:
+            rules.image_figures.output,
+            rules.image_aggregate.output,

@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from qcsbm_bench.image_merge import merge_shards
 from qcsbm_bench.image_sampling import (
     ShardResult,
     batch_count,
-    merge_shards,
     model_fingerprint,
     png_name,
     quantise,

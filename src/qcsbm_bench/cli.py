@@ -235,6 +235,31 @@ MODULE_COMMANDS = {
 }
 
 
+# Modules with several subcommands: each has COMMANDS = {name: (help, add_arguments, run)}.
+# Their help lines are repeated here so that `qcsbm-bench --help` imports none of them.
+STAGE_MODULES = {
+    "qcsbm_bench.image_stages": {
+        "prep-images": "Prepare one image dataset as verified arrays.",
+        "train-images": "Train one image run (torchrun-aware).",
+        "sample-images": "Draw one shard of samples from a trained image run.",
+        "merge-samples": "Merge sample shards into one file, checking that none is missing.",
+    },
+    "qcsbm_bench.image_quality": {
+        "train-classifier": "Train the feature classifier of an offline image dataset.",
+        "reference-features": "Compute the reference feature statistics of an image dataset.",
+        "sample-quality": "Compute FID or classifier FD, IS and precision/recall of samples.",
+    },
+    "qcsbm_bench.image_evaluation": {
+        "image-likelihood": "Compute the NLL in bits/dim of test images.",
+        "image-asymmetry": "Compute Asym and NAsym of an image run at each noise level.",
+    },
+    "qcsbm_bench.image_report": {
+        "aggregate-images": "Collect image run metrics into tidy CSVs and Tables 2 and 3.",
+        "figures-images": "Draw the image figures: asymmetry by noise level and sample grids.",
+    },
+}
+
+
 def _mount_module_commands(sub: Any, selected: str | None) -> None:
     for name, (module_name, help_text) in MODULE_COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -242,6 +267,13 @@ def _mount_module_commands(sub: Any, selected: str | None) -> None:
             module = importlib.import_module(module_name)
             module.add_arguments(command)
             command.set_defaults(handler=module.run)
+    for module_name, commands in STAGE_MODULES.items():
+        for name, help_text in commands.items():
+            command = sub.add_parser(name, help=help_text, description=help_text)
+            if name == selected:
+                _, add_arguments, handler = importlib.import_module(module_name).COMMANDS[name]
+                add_arguments(command)
+                command.set_defaults(handler=handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -64,6 +64,85 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+IMAGE_STAGES = (
+    "prep_data",
+    "train",
+    "sample",
+    "merge_samples",
+    "classifier",
+    "reference",
+    "sample_quality",
+    "likelihood",
+    "asymmetry",
+    "aggregate",
+    "figures",
+)
+IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "imagenet32", "digits", "photos")
+# Datasets with no Inception reference in this project: their Frechet distance uses the
+# features of a classifier trained on their own training split, and is never called FID.
+OFFLINE_IMAGE_DATASETS = ("digits", "photos")
+
+# Defaults of the image DAG at the settings of Chao et al. (2023) for NCSN++ on 32x32 data.
+IMAGE_DEFAULTS: dict[str, Any] = {
+    "results_dir": "results",
+    "device": "cuda",
+    "dtype": "float32",
+    "progress": True,
+    "container": None,
+    "data": {"download": False, "digits": {"test_fraction": 0.2}, "photos": {}},
+    "sde": {"t_min": 1.0e-5},
+    "model": {"arch": "ncsnpp", "preset": "paper"},
+    "model_by_dataset": {},
+    "train": {
+        "warmup": 5000,
+        "grad_clip": 1.0,
+        "ema_decay": 0.999,
+        "finetune": {"qcsbm": True, "csbm": False},
+        "finetune_steps": {"default": 150000},
+        "qc": {"estimator": "hutchinson-vjp", "probe": "rademacher", "n_probes": 1},
+        "dsm": "half-sum",
+        "log_every": 100,
+        "checkpoint_every": 5000,
+        "processes": 1,
+    },
+    "sample": {
+        "n_samples_by_dataset": {},
+        "batch_size": 500,
+        "shards": 1,
+        "png": True,
+        "t_min": 1.0e-5,
+        "pc": {"n_levels": 1000, "snr": 0.16, "corrector_steps": 1, "denoise": True},
+        "ode": {"rtol": 1.0e-5, "atol": 1.0e-5, "denoise": True},
+    },
+    "evaluate": {
+        "asymmetry": {"n_levels": 100, "n_images": None, "batch_size": 100, "weights": "raw"},
+        "nll": {
+            "n_images": None,
+            "repeats": 1,
+            "batch_size": 500,
+            "rtol": 1.0e-3,
+            "atol": 1.0e-5,
+            "t_min": 1.0e-5,
+            "weights": "ema",
+        },
+        "features": "auto",
+        "fid": {
+            "mode": "clean",
+            "inception_weights": "data/inception/inception-2015-12-05.pt",
+            "sha256": None,
+            "batch_size": 100,
+            "reference_split": "train",
+            "n_reference": None,
+        },
+        "classifier": {"steps": 2000, "batch_size": 128, "lr": 1.0e-3},
+        "precision_recall": {"k": 3, "n_real": 10000},
+    },
+    "resources": {
+        stage: {"threads": 1, "mem_mb": 8000, "runtime": 240, "gpu": 0} for stage in IMAGE_STAGES
+    },
+}
+
+
 class ConfigError(ValueError):
     """An invalid benchmark configuration; the message names the key and the fix."""
 
@@ -79,9 +158,22 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def load_schema() -> dict[str, Any]:
-    text = resources.files("qcsbm_bench").joinpath("config.schema.yaml").read_text()
+SCHEMA_FILES = {"toy": "config.schema.yaml", "images": "images.schema.yaml"}
+
+
+def load_schema(kind: str = "toy") -> dict[str, Any]:
+    text = resources.files("qcsbm_bench").joinpath(SCHEMA_FILES[kind]).read_text()
     return yaml.safe_load(text)
+
+
+def config_kind(raw: Mapping[str, Any]) -> str:
+    """Return the benchmark kind of a raw config ("toy" when the key is absent)."""
+    kind = raw.get("kind", "toy")
+    if kind not in SCHEMA_FILES:
+        raise ConfigError(
+            f"invalid configuration:\n  kind: {kind!r} is not one of {list(SCHEMA_FILES)}"
+        )
+    return kind
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -111,9 +203,10 @@ StrictValidator = jsonschema.validators.extend(
 
 
 def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge `raw` onto DEFAULTS, validate it and return the resolved configuration."""
-    config = deep_merge(DEFAULTS, raw)
-    validator = StrictValidator(load_schema())
+    """Merge `raw` onto the defaults of its kind, validate it and return the resolved config."""
+    kind = config_kind(raw)
+    config = deep_merge(DEFAULTS if kind == "toy" else IMAGE_DEFAULTS, raw)
+    validator = StrictValidator(load_schema(kind))
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"  {_key_path(error)}: {error.message}" for error in errors]
@@ -121,6 +214,11 @@ def validate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
             "invalid configuration (fix these keys in the config file or --config overrides):\n"
             + "\n".join(lines)
         )
+    if kind == "images":
+        from qcsbm_bench.image_config import check_image_config
+
+        check_image_config(config)
+        return config
 
     sde = config["sde"]
     if sde["sigma_min"] >= sde["sigma_max"]:

@@ -63,18 +63,6 @@ class ShardResult:
         return float(self.nfe.mean())
 
 
-@dataclass(frozen=True)
-class MergeResult:
-    """The merged sample file and the NFE and time statistics over all batches."""
-
-    path: Path
-    n_images: int
-    nfe_mean: float
-    nfe_std: float
-    seconds_total: float
-    settings: dict[str, Any]
-
-
 def batch_count(n_samples: int, batch_size: int) -> int:
     """Return the number of batches, ceil(n_samples / batch_size); the last may be short."""
     if n_samples < 1:
@@ -182,15 +170,18 @@ def _check_shape(shape: Sequence[int], png: bool) -> tuple[int, int, int]:
     return channels, height, width
 
 
-def _json_array(data: Mapping[str, Any]) -> np.ndarray:
+def json_array(data: Mapping[str, Any]) -> np.ndarray:
+    """Encode a mapping as a 0-d string array, the npz form of the settings."""
     return np.array(json.dumps(data, sort_keys=True))
 
 
-def _read_json(archive: Mapping[str, np.ndarray], key: str) -> dict[str, Any]:
+def read_json_array(archive: Mapping[str, np.ndarray], key: str) -> dict[str, Any]:
+    """Decode the mapping that json_array stored under `key`."""
     return json.loads(str(archive[key][()]))
 
 
-def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write arrays to an uncompressed npz file atomically."""
     with atomic_open(path, "wb") as handle:
         np.savez(handle, **arrays)
 
@@ -202,7 +193,7 @@ def _load_saved_batch(path: Path, settings: Mapping[str, Any]) -> dict[str, np.n
     try:
         with np.load(path, allow_pickle=False) as archive:
             saved = {key: archive[key] for key in archive.files}
-        saved_settings = _read_json(saved, "settings")
+        saved_settings = read_json_array(saved, "settings")
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
         logger.warning("ignoring unreadable saved batch %s (%s); sampling it again", path, error)
         return None
@@ -263,7 +254,7 @@ def _sample_batch(
         "batch_id": np.array(batch, dtype=np.int64),
         "nfe": np.array(result.nfe, dtype=np.int64),
         "seconds": np.array(result.seconds, dtype=np.float64),
-        "settings": _json_array(settings),
+        "settings": json_array(settings),
     }
 
 
@@ -325,7 +316,7 @@ def sample_shard(
         saved = _load_saved_batch(part_path, settings)
         if saved is None:
             saved = _sample_batch(score_fn, sde, batch, settings, device, dtype, progress)
-            _write_npz(part_path, **saved)
+            write_npz(part_path, **saved)
         else:
             resumed += 1
         saved_batches.append(saved)
@@ -340,7 +331,7 @@ def sample_shard(
         png_dir=Path(out_dir) / "png" if png else None,
     )
     images = np.concatenate([saved["images"] for saved in saved_batches])
-    _write_npz(
+    write_npz(
         path,
         images=images,
         finite=np.concatenate([saved["finite"] for saved in saved_batches]),
@@ -348,8 +339,8 @@ def sample_shard(
         batch_ids=result.batch_ids,
         nfe=result.nfe,
         seconds=result.seconds,
-        settings=_json_array(settings),
-        shard_info=_json_array({"shard": shard, "n_shards": n_shards, "device": str(device)}),
+        settings=json_array(settings),
+        shard_info=json_array({"shard": shard, "n_shards": n_shards, "device": str(device)}),
     )
     if result.png_dir is not None:
         for image, index in zip(images, result.indices, strict=True):
@@ -366,129 +357,3 @@ def sample_shard(
         result.mean_nfe,
     )
     return result
-
-
-def _describe_indices(indices: Sequence[int], limit: int = 10) -> str:
-    shown = ", ".join(str(i) for i in indices[:limit])
-    more = f" and {len(indices) - limit} more" if len(indices) > limit else ""
-    return f"{len(indices)} index(es): {shown}{more}"
-
-
-def _check_coverage(
-    indices: np.ndarray, owners: np.ndarray, shard_names: Sequence[str], n_samples: int
-) -> None:
-    """Raise ValueError unless `indices` contains each of 0..n_samples-1 exactly once.
-
-    owners[j] is the position in shard_names of the file that contains indices[j].
-    """
-    outside = indices[(indices < 0) | (indices >= n_samples)]
-    if outside.size:
-        holders = sorted({shard_names[o] for o in owners[(indices < 0) | (indices >= n_samples)]})
-        raise ValueError(
-            f"indices outside 0..{n_samples - 1} in {holders}: "
-            f"{_describe_indices(outside.tolist())}; were the shards sampled with another "
-            "n_samples?"
-        )
-    counts = np.bincount(indices, minlength=n_samples)
-    duplicates = np.flatnonzero(counts > 1)
-    if duplicates.size:
-        first = int(duplicates[0])
-        holders = sorted({shard_names[o] for o in owners[indices == first]})
-        raise ValueError(
-            f"duplicate sample {_describe_indices(duplicates.tolist())}; index {first} is in "
-            f"{holders}; pass each shard file once, all from one n_shards layout"
-        )
-    missing = np.flatnonzero(counts == 0)
-    if missing.size:
-        raise ValueError(
-            f"missing sample {_describe_indices(missing.tolist())} among the shards "
-            f"{list(shard_names)}; run the shard jobs that cover them"
-        )
-
-
-SHARD_ARRAYS = frozenset({"images", "finite", "indices", "batch_ids", "nfe", "seconds", "settings"})
-
-
-def _load_shard(shard_file: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Return a shard file's settings and its arrays."""
-    if not shard_file.is_file():
-        raise FileNotFoundError(f"shard file not found: {shard_file}; run its sample job")
-    with np.load(shard_file, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    missing = sorted(SHARD_ARRAYS - arrays.keys())
-    if missing:
-        raise ValueError(
-            f"shard file {shard_file} lacks the arrays {missing}; delete it and rerun its "
-            "sample job"
-        )
-    return _read_json(arrays, "settings"), arrays
-
-
-def merge_shards(paths: Sequence[Path], out: Path, *, n_samples: int) -> MergeResult:
-    """Merge shard files into one npz with images in index order, and return its statistics.
-
-    Every index 0..n_samples-1 must appear exactly once, and every shard must share the
-    settings of the first one (sampler and its options, seed, shape, batch size, SDE, model
-    fingerprint). Otherwise ValueError names the shard file and the missing, duplicate or
-    out-of-range indices. `out` holds images uint8 (n_samples, C, H, W), indices, the
-    per-batch batch_ids, nfe and seconds sorted by batch, nfe_mean, nfe_std, the settings
-    JSON and the shard file names.
-    """
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise ValueError("merge_shards needs at least one shard file, got an empty list")
-    reference, first_arrays = _load_shard(paths[0])
-    if reference["n_samples"] != n_samples:
-        raise ValueError(
-            f"n_samples={n_samples} but shard {paths[0]} was sampled with "
-            f"n_samples={reference['n_samples']}; pass the n_samples of the sampling run"
-        )
-    shards = [first_arrays]
-    for shard_file in paths[1:]:
-        settings, arrays = _load_shard(shard_file)
-        if settings != reference:
-            differing = sorted(
-                key
-                for key in settings.keys() | reference.keys()
-                if settings.get(key) != reference.get(key)
-            )
-            raise ValueError(
-                f"shard {shard_file} has settings that differ from {paths[0]} in {differing}; "
-                "merge only shards of one sampling run"
-            )
-        shards.append(arrays)
-
-    def joined(key: str) -> np.ndarray:
-        return np.concatenate([arrays[key] for arrays in shards])
-
-    indices = joined("indices")
-    owners = np.concatenate([np.full(len(a["indices"]), k) for k, a in enumerate(shards)])
-    _check_coverage(indices, owners, [str(p) for p in paths], n_samples)
-
-    order = np.argsort(indices, kind="stable")
-    batch_order = np.argsort(joined("batch_ids"), kind="stable")
-    nfe = joined("nfe")[batch_order]
-    seconds = joined("seconds")[batch_order]
-    out = Path(out)
-    _write_npz(
-        out,
-        images=joined("images")[order],
-        finite=joined("finite")[order],
-        indices=indices[order],
-        batch_ids=joined("batch_ids")[batch_order],
-        nfe=nfe,
-        seconds=seconds,
-        nfe_mean=np.array(nfe.mean()),
-        nfe_std=np.array(nfe.std()),
-        settings=_json_array(reference),
-        shards=np.array([p.name for p in paths]),
-    )
-    logger.info("merged %d shards into %s (%d samples)", len(paths), out, n_samples)
-    return MergeResult(
-        path=out,
-        n_images=n_samples,
-        nfe_mean=float(nfe.mean()),
-        nfe_std=float(nfe.std()),
-        seconds_total=float(seconds.sum()),
-        settings=reference,
-    )

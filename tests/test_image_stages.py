@@ -1,0 +1,225 @@
+"""The image stages through the command-line tool: FID with a stand-in Inception file, the
+error when the Inception file is missing, and Tables 2 and 3 from per-run metric files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from test_inception import StandInInception
+
+from qcsbm_bench.cli import main
+from qcsbm_bench.data.images import load_image_dataset, prepare_image_dataset
+from qcsbm_bench.image_evaluation import IMAGE_METRIC_COLUMNS, metric_row, write_image_metric_rows
+from qcsbm_bench.metrics.inception import INCEPTION_FILENAME, INCEPTION_URL
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def inception_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Photo patches (the CIFAR shape), a stand-in Inception file and a config using both."""
+    root = tmp_path_factory.mktemp("stages")
+    torch.manual_seed(0)
+    weights = root / "inception" / INCEPTION_FILENAME
+    weights.parent.mkdir()
+    torch.jit.save(torch.jit.script(StandInInception().float().eval()), str(weights))
+
+    data_dir = root / "data" / "photos"
+    prepare_image_dataset(
+        "photos",
+        data_dir,
+        root=None,
+        download=False,
+        seed=1,
+        options={"n_train": 40, "n_test": 24},
+    )
+    config = yaml.safe_load((ROOT / "workflow" / "config" / "images-smoke.yaml").read_text())
+    config["evaluate"]["features"] = "inception"
+    config["evaluate"]["fid"]["inception_weights"] = str(weights)
+    config["evaluate"]["precision_recall"]["n_real"] = 20
+    config_path = root / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    return {"root": root, "config": config_path, "data": data_dir, "weights": weights}
+
+
+def run_cli(*args: str | Path) -> int:
+    return main([str(arg) for arg in args])
+
+
+def test_fid_rows_carry_settings(inception_setup: dict[str, Path]) -> None:
+    root = inception_setup["root"]
+    reference = root / "reference.npz"
+    status = run_cli(
+        "reference-features",
+        "--config", inception_setup["config"],
+        "--dataset", "photos",
+        "--data-dir", inception_setup["data"],
+        "--out", reference,
+    )  # fmt: skip
+    assert status == 0
+    with np.load(reference) as archive:
+        metadata = json.loads(str(archive["metadata"]))
+        assert archive["real_features"].shape == (20, 2048)
+    assert metadata["split"] == "train"
+    assert metadata["n"] == 40
+    assert metadata["mode"] == "clean"
+    assert metadata["resolution"] == 299
+
+    # Test images as "samples": a real set, so the FID against training images is finite.
+    test = load_image_dataset(inception_setup["data"], "test")
+    samples = root / "samples-pc.npz"
+    np.savez(
+        samples,
+        images=np.asarray(test.images),
+        finite=np.ones(len(test), dtype=bool),
+        nfe=np.array([11, 11]),
+        seconds=np.array([1.0, 2.0]),
+    )
+    out = root / "quality-pc.csv"
+    status = run_cli(
+        "sample-quality",
+        "--config", inception_setup["config"],
+        "--dataset", "photos", "--variant", "usbm", "--seed", "0", "--sampler", "pc",
+        "--samples", samples,
+        "--reference", reference,
+        "--out", out,
+    )  # fmt: skip
+    assert status == 0
+    rows = pd.read_csv(out, keep_default_na=False).set_index("metric")
+    assert tuple(pd.read_csv(out).columns) == IMAGE_METRIC_COLUMNS
+    assert float(rows.loc["fid", "value"]) > 0
+    assert "mode=clean" in rows.loc["fid", "detail"]
+    assert "resolution=299" in rows.loc["fid", "detail"]
+    assert "samples=24" in rows.loc["fid", "detail"]
+    assert "reference=train (40 images)" in rows.loc["fid", "detail"]
+    assert 1.0 <= float(rows.loc["inception_score", "value"]) <= 1008
+    assert float(rows.loc["nonfinite_fraction", "value"]) == 0.0
+    assert float(rows.loc["nfe", "value"]) == 11.0
+    assert float(rows.loc["sample_seconds", "value"]) == 3.0
+    for metric in ("precision", "recall", "density", "coverage"):
+        assert metric in rows.index
+    assert "fd_classifier" not in rows.index
+
+
+def test_missing_inception_file_fails_with_url(
+    inception_setup: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = yaml.safe_load(inception_setup["config"].read_text())
+    missing = tmp_path / "nowhere" / INCEPTION_FILENAME
+    config["evaluate"]["fid"]["inception_weights"] = str(missing)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    status = run_cli(
+        "reference-features",
+        "--config", config_path,
+        "--dataset", "photos",
+        "--data-dir", inception_setup["data"],
+        "--out", tmp_path / "reference.npz",
+    )  # fmt: skip
+    assert status == 2
+    assert str(missing) in caplog.text
+    assert INCEPTION_URL in caplog.text
+    assert not (tmp_path / "reference.npz").exists()
+
+
+def test_classifier_space_needs_classifier(
+    inception_setup: dict[str, Path], tmp_path: Path
+) -> None:
+    config = yaml.safe_load(inception_setup["config"].read_text())
+    config["evaluate"]["features"] = "classifier"
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    status = run_cli(
+        "reference-features",
+        "--config", config_path,
+        "--dataset", "photos",
+        "--data-dir", inception_setup["data"],
+        "--out", tmp_path / "reference.npz",
+    )  # fmt: skip
+    assert status == 2
+
+
+def write_run(
+    folder: Path, dataset: str, variant: str, seed: int, values: dict[str, float]
+) -> list[Path]:
+    """Write one run's likelihood, asymmetry and quality files with the given values."""
+    run = folder / dataset / variant / f"seed-{seed}"
+    run.mkdir(parents=True)
+    distance = "fid" if dataset == "cifar10" else "fd_classifier"
+    likelihood = [metric_row(dataset, variant, seed, "nll", values["nll"], detail="nll d")]
+    asymmetry = [
+        metric_row(dataset, variant, seed, "asym", values["asym"] * 2, t=0.5),
+        metric_row(dataset, variant, seed, "asym", values["asym"], detail="asym d"),
+        metric_row(dataset, variant, seed, "nasym", values["nasym"], detail="nasym d"),
+    ]
+    paths = [run / "likelihood.csv", run / "asymmetry.csv"]
+    write_image_metric_rows(likelihood, paths[0])
+    write_image_metric_rows(asymmetry, paths[1])
+    for sampler in ("pc", "ode"):
+        rows = [
+            metric_row(
+                dataset, variant, seed, distance, values["fid"], sampler=sampler, detail="fd d"
+            ),
+            metric_row(dataset, variant, seed, "precision", 0.5, sampler=sampler),
+            metric_row(dataset, variant, seed, "nfe", 100.0, sampler=sampler),
+        ]
+        path = run / f"quality-{sampler}.csv"
+        write_image_metric_rows(rows, path)
+        paths.append(path)
+    return paths
+
+
+def test_tables_beside_published_values(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    paths: list[Path] = []
+    for seed, shift in ((0, 0.0), (1, 0.2)):
+        for variant in ("usbm", "qcsbm"):
+            values = {"nll": 3.4 + shift, "asym": 1e7, "nasym": 1e-3, "fid": 3.0 + shift}
+            paths += write_run(runs, "cifar10", variant, seed, values)
+        paths += write_run(runs, "digits", "usbm", seed, {**values, "fid": 0.5})
+    out_dir = tmp_path / "tables"
+    assert run_cli("aggregate-images", "--metrics", *paths, "--out-dir", out_dir) == 0
+
+    table2 = pd.read_csv(out_dir / "table2.csv", keep_default_na=False, dtype=str)
+    cifar = table2[(table2["dataset"] == "cifar10") & (table2["variant"] == "usbm")].iloc[0]
+    assert cifar["seeds"] == "2"
+    assert cifar["NLL (bits/dim) paper"] == "3.46"
+    assert cifar["NLL (bits/dim)"].startswith("3.50 ± ")
+    assert cifar["Asym paper"] == "1.88e8"
+    digits = table2[table2["dataset"] == "digits"].iloc[0]
+    assert digits["NLL (bits/dim) paper"] == "n/a"
+
+    table3 = pd.read_csv(out_dir / "table3.csv", keep_default_na=False)
+    cifar_pc = table3[
+        (table3["dataset"] == "cifar10")
+        & (table3["variant"] == "qcsbm")
+        & (table3["sampler"] == "pc")
+    ].iloc[0]
+    assert cifar_pc["distance"] == "FID"
+    assert cifar_pc["FID paper"] == "2.48"
+    cifar_ode = table3[
+        (table3["dataset"] == "cifar10")
+        & (table3["variant"] == "qcsbm")
+        & (table3["sampler"] == "ode")
+    ].iloc[0]
+    assert cifar_ode["FID paper"] == "n/a"
+    digits_rows = table3[table3["dataset"] == "digits"]
+    assert set(digits_rows["distance"]) == {"FD (digits classifier)"}
+    assert set(digits_rows["FID paper"]) == {"n/a"}
+
+    markdown = (out_dir / "table3.md").read_text()
+    assert "- cifar10 fid (pc): fd d" in markdown
+    tidy = pd.read_csv(out_dir / "all_metrics.csv")
+    assert "detail" in tidy.columns
+    assert len(tidy[(tidy["metric"] == "asym") & tidy["t"].notna()]) == 6

@@ -103,6 +103,36 @@ def test_dry_run_shows_config_resources(tmp_path: Path) -> None:
         assert "mem_mb=1234" not in block
 
 
+@needs_slurm_plugin
+def test_paper_dry_run_requests_gpus(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    command = [*SNAKEMAKE, "--configfile", "workflow/config/paper.yaml", "--dry-run"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [*command, "--profile", PROFILE],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    train_jobs = job_blocks(output, "train_image_model")
+    assert len(train_jobs) == 12, output[-4000:]
+    for block in train_jobs:
+        assert "gpu=1" in block
+        assert "runtime=10080" in block
+        assert "mem_mb=64000" in block
+    shard_jobs = job_blocks(output, "sample_image_shard")
+    assert len(shard_jobs) == 240
+    assert all("gpu=1" in block for block in shard_jobs)
+    merge_jobs = job_blocks(output, "merge_image_samples")
+    assert len(merge_jobs) == 24
+    # Merging only reads and writes arrays, so its jobs request no GPU.
+    assert all("gpu=" not in block for block in merge_jobs)
+
+
 SLURM_STAND_INS = {
     # Records its arguments, then fails, so that no job runs and the workflow stops.
     "sbatch": 'printf "%s\\n" "$*" >> "$STAND_IN_CALLS"\n'

@@ -85,17 +85,17 @@ def save_figure(figure: Figure, out_path: Path) -> list[Path]:
     return [png, pdf]
 
 
-def _log_floor(values: np.ndarray) -> float:
+def _log_floor(values: np.ndarray, max_decades: int = MAX_LOG_DECADES) -> float:
     """Return the lower limit of a log axis for `values`, at a power of ten.
 
-    That is one decade below the smallest positive value, but at most MAX_LOG_DECADES below
+    That is one decade below the smallest positive value, but at most max_decades below
     the decade of the largest one, and DEFAULT_LOG_FLOOR when no value is positive.
     """
     positive = values[np.isfinite(values) & (values > 0)]
     if positive.size == 0:
         return DEFAULT_LOG_FLOOR
     below_smallest = math.floor(math.log10(float(positive.min()))) - 1
-    range_limit = math.ceil(math.log10(float(positive.max()))) - MAX_LOG_DECADES
+    range_limit = math.ceil(math.log10(float(positive.max()))) - max_decades
     return float(10.0 ** max(below_smallest, range_limit))
 
 
@@ -372,7 +372,12 @@ def plot_samples(
 # Asymmetry per noise level.
 
 
-def plot_asymmetry_levels(metrics: pd.DataFrame, out_path: Path) -> list[Path]:
+def plot_asymmetry_levels(
+    metrics: pd.DataFrame,
+    out_path: Path,
+    log_t: bool | None = None,
+    max_decades: int = MAX_LOG_DECADES,
+) -> list[Path]:
     """Plot Asym (top row) and NAsym (bottom row) against t, one column per dataset.
 
     Uses the per-level rows (t set) of the tidy metrics table. Lines are seed means per
@@ -391,14 +396,15 @@ def plot_asymmetry_levels(metrics: pd.DataFrame, out_path: Path) -> list[Path]:
     datasets = _ordered(levels["dataset"], TOY_DATASETS)
     variants = _ordered(levels["variant"], VARIANTS)
     palette = _variant_palette(variants)
-    # Levels spanning two decades or more (e.g. a geometric schedule) get a log t axis.
-    log_t = bool((levels["t"] > 0).all()) and levels["t"].max() >= 100 * levels["t"].min()
+    if log_t is None:
+        # Levels spanning two decades or more (e.g. a geometric schedule) get a log t axis.
+        log_t = bool((levels["t"] > 0).all()) and levels["t"].max() >= 100 * levels["t"].min()
 
     figure = Figure(figsize=(3.4 * len(datasets), 6.0), layout="constrained")
     axes = figure.subplots(2, len(datasets), squeeze=False, sharey="row")
     for row, (metric, label) in enumerate((("asym", "Asym"), ("nasym", "NAsym"))):
         rows = levels.loc[levels["metric"] == metric].copy()
-        floor = _log_floor(rows["value"].to_numpy(dtype=float))
+        floor = _log_floor(rows["value"].to_numpy(dtype=float), max_decades)
         clipped = bool((rows["value"] <= floor).any())
         rows["plotted"] = rows["value"].clip(lower=floor)
         for column, dataset in enumerate(datasets):

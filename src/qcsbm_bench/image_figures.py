@@ -23,11 +23,18 @@ SAMPLES_PATH = re.compile(
     r"(?P<dataset>[^/]+)/(?P<variant>[^/]+)/seed-(?P<seed>\d+)/samples-(?P<sampler>\w+)\.npz$"
 )
 GRID_SIDE = 6
+# Asym scales like sigma^-4, so from sigma = 0.01 to 50 it spans about 15 decades.
+IMAGE_LOG_DECADES = 16
 
 
 def plot_image_asymmetry(metrics: pd.DataFrame, out_path: Path) -> list[Path]:
-    """Plot Asym and NAsym per noise level for every dataset and variant."""
-    return plot_asymmetry_levels(metrics, out_path)
+    """Plot Asym and NAsym per noise level for every dataset and variant, on a linear t axis.
+
+    The image levels are evenly spaced in t, from t_min = 1e-5 up, as in Figure 3 of Chao et
+    al. (ICML 2023), so a log axis would leave the first level far from the others. Asym
+    falls by many decades as sigma grows, so the y axis spans up to IMAGE_LOG_DECADES.
+    """
+    return plot_asymmetry_levels(metrics, out_path, log_t=False, max_decades=IMAGE_LOG_DECADES)
 
 
 def parse_samples_path(path: Path) -> dict[str, str]:

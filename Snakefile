@@ -39,7 +39,7 @@ if config["container"]:
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
-    variant="csbm|usbm|qcsbm",
+    variant="csbm|usbm|qcsbm|usbm-ft",
     seed=r"\d+",
     sampler="pc|ode",
     shard=r"\d+",

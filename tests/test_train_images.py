@@ -297,6 +297,19 @@ def test_finetune_starts_from_checkpoint(usbm_checkpoint: Path, tmp_path: Path) 
     assert all(row["qc"] is not None for row in rows)
 
 
+def test_usbm_control_trains_without_penalty(usbm_checkpoint: Path, tmp_path: Path) -> None:
+    config = small_config()
+    config["train"]["finetune"] = {**config["train"]["finetune"], "usbm-ft": True}
+    assert config["train"]["lambda_qc"] > 0
+    out = tmp_path / "usbm-ft"
+    summary = train(config, "usbm-ft", out, init_checkpoint=usbm_checkpoint)
+    assert summary["steps"] == 8
+    assert stats_steps(out) == [6, 7]
+    rows = [json.loads(line) for line in (out / "train_stats.jsonl").read_text().splitlines()]
+    assert all(row["qc"] is None for row in rows)
+    assert all(row["loss"] == row["dsm"] for row in rows)
+
+
 def test_finetune_rejects_mismatched_network(
     usbm_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

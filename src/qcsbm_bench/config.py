@@ -97,7 +97,7 @@ IMAGE_DEFAULTS: dict[str, Any] = {
         "warmup": 5000,
         "grad_clip": 1.0,
         "ema_decay": 0.999,
-        "finetune": {"qcsbm": True, "csbm": False},
+        "finetune": {"qcsbm": True, "csbm": False, "usbm-ft": True},
         "finetune_steps": {"default": 150000},
         "qc": {"estimator": "hutchinson-vjp", "probe": "rademacher", "n_probes": 1},
         "dsm": "half-sum",

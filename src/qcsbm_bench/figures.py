@@ -36,7 +36,12 @@ from qcsbm_bench.published import TOY_DATASETS, VARIANTS
 
 logger = logging.getLogger(__name__)
 
-VARIANT_LABELS: dict[str, str] = {"csbm": "CSBM", "usbm": "USBM", "qcsbm": "QCSBM"}
+VARIANT_LABELS: dict[str, str] = {
+    "csbm": "CSBM",
+    "usbm": "USBM",
+    "qcsbm": "QCSBM",
+    "usbm-ft": "USBM fine-tuned",
+}
 SAMPLER_ORDER: tuple[str, ...] = ("pc", "ode")
 PNG_DPI = 150
 # Floor for log axes when a panel has no positive value at all, e.g. only an exact CSBM.

@@ -26,7 +26,7 @@ from qcsbm_bench.image_config import (
 
 logger = logging.getLogger(__name__)
 
-VARIANT_NAMES = ("csbm", "usbm", "qcsbm")
+VARIANT_NAMES = ("csbm", "usbm", "qcsbm", "usbm-ft")
 SAMPLER_NAMES = ("pc", "ode")
 
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from qcsbm_bench.jacobian import check_samplewise, input_requiring_grad
 from qcsbm_bench.sde import SDE, batch_broadcast
 
-VARIANTS = ("csbm", "usbm", "qcsbm")
+VARIANTS = ("csbm", "usbm", "qcsbm", "usbm-ft")
 UnconstrainedForm = Literal["direct", "residual"]
 ConservativeForm = Literal["norm", "residual"]
 
@@ -97,7 +97,10 @@ class ConservativeScore(ScoreModel):
 
 
 def build_score_model(variant: str, net: nn.Module, sde: SDE, form: str) -> ScoreModel:
-    """Wrap `net` as the score model of a variant ("csbm", "usbm" or "qcsbm").
+    """Wrap `net` as the score model of a variant ("csbm", "usbm", "qcsbm" or "usbm-ft").
+
+    "usbm-ft" is a USBM fine-tuned from the usbm run without the regulariser, the control
+    for the extra steps that the fine-tuned QCSBM gets.
 
     `form` is "toy" (residual forms) or "image" (direct / norm forms).
     """
@@ -105,6 +108,6 @@ def build_score_model(variant: str, net: nn.Module, sde: SDE, form: str) -> Scor
         raise ValueError(f"unknown parameterisation {form!r}; use 'toy' or 'image'")
     if variant == "csbm":
         return ConservativeScore(net, sde, form="residual" if form == "toy" else "norm")
-    if variant in ("usbm", "qcsbm"):
+    if variant in ("usbm", "qcsbm", "usbm-ft"):
         return UnconstrainedScore(net, sde, form="residual" if form == "toy" else "direct")
     raise ValueError(f"unknown variant {variant!r}; valid variants are {VARIANTS}")

@@ -134,3 +134,26 @@ def test_prdc_reference_larger_than_k() -> None:
         "images-smoke", {"key": "evaluate.precision_recall", "value": {"k": 5, "n_real": 5}}
     )
     assert "n_real (5)" in message
+
+
+def test_too_few_samples_for_k() -> None:
+    config = raw("images-smoke")
+    config["sample"].update({"n_samples": 3, "shards": 1})
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    assert "draws 3 samples" in str(error.value)
+    assert "k is 3" in str(error.value)
+
+
+def test_cuda_without_gpu_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from qcsbm_bench.image_stages import load_image_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = raw("images-smoke")
+    config["device"] = "cuda"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="set device: cpu"):
+        load_image_config(path)

@@ -223,3 +223,51 @@ def test_tables_beside_published_values(tmp_path: Path) -> None:
     tidy = pd.read_csv(out_dir / "all_metrics.csv")
     assert "detail" in tidy.columns
     assert len(tidy[(tidy["metric"] == "asym") & tidy["t"].notna()]) == 6
+
+
+def test_diverged_samples_not_scored(inception_setup: dict[str, Path]) -> None:
+    root = inception_setup["root"]
+    reference = root / "reference.npz"
+    if not reference.exists():
+        status = run_cli(
+            "reference-features",
+            "--config", inception_setup["config"],
+            "--dataset", "photos",
+            "--data-dir", inception_setup["data"],
+            "--out", reference,
+        )  # fmt: skip
+        assert status == 0
+    samples = root / "diverged.npz"
+    np.savez(
+        samples,
+        images=np.zeros((24, 3, 32, 32), dtype=np.uint8),
+        finite=np.zeros(24, dtype=bool),
+        nfe=np.array([11]),
+        seconds=np.array([1.0]),
+    )
+    out = root / "quality-diverged.csv"
+    status = run_cli(
+        "sample-quality",
+        "--config", inception_setup["config"],
+        "--dataset", "photos", "--variant", "csbm", "--seed", "0", "--sampler", "pc",
+        "--samples", samples,
+        "--reference", reference,
+        "--out", out,
+    )  # fmt: skip
+    assert status == 0
+    rows = pd.read_csv(out, keep_default_na=False).set_index("metric")
+    for metric in ("fid", "precision", "recall", "density", "coverage"):
+        assert rows.loc[metric, "value"] == ""
+        assert "24 of 24 samples are NaN or inf" in rows.loc[metric, "detail"]
+    assert float(rows.loc["nonfinite_fraction", "value"]) == 1.0
+    assert float(rows.loc["nfe", "value"]) == 11.0
+
+
+def test_truncated_checkpoint_names_path(tmp_path: Path) -> None:
+    from qcsbm_bench.artifacts import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"weights": torch.zeros(1000)}, path)
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ValueError, match=r"checkpoint\.pt is not a readable torch checkpoint"):
+        load_checkpoint(path)

@@ -101,6 +101,7 @@ def test_wrong_checksum_rejected(weights_file: Path) -> None:
         load_inception(weights_file, sha256=wrong)
     assert wrong in str(error.value)
     assert sha256_of(weights_file) in str(error.value)
+    assert "evaluate.fid.sha256" in str(error.value)
 
 
 def test_matching_checksum_loads(weights_file: Path) -> None:

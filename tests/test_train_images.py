@@ -252,17 +252,28 @@ def test_killed_run_resumes_identically(
     assert stats_steps(killed) == stats_steps(reference)
 
 
-def test_changed_settings_rejected(
-    images: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_changed_settings_start_afresh(
+    images: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Log and checkpoint cadence do not change the weights, so the state still resumes.
+    resumed = tmp_path / "resumed"
+    kill_at_step(small_config(), "usbm", resumed, 4, monkeypatch)
+    summary = train(small_config(log_every=1, checkpoint_every=2), "usbm", resumed)
+    assert summary["resumed_from_step"] == 3
+
     out = tmp_path / "run"
     kill_at_step(small_config(), "usbm", out, 4, monkeypatch)
-
-    with pytest.raises(ValueError, match=r"differing: \['train'\].*delete it"):
-        train(small_config(lr=1e-4), "usbm", out)
-    # Log and checkpoint cadence do not change the weights, so the state still resumes.
-    summary = train(small_config(log_every=1, checkpoint_every=2), "usbm", out)
-    assert summary["resumed_from_step"] == 3
+    summary = train(small_config(lr=1e-4), "usbm", out)
+    assert summary["resumed_from_step"] is None
+    assert "differing: train.lr" in caplog.text
+    fresh = tmp_path / "fresh"
+    train(small_config(lr=1e-4), "usbm", fresh)
+    for key in ("model", "ema"):
+        assert_same_tensors(
+            load_checkpoint(out / "checkpoint.pt")[key],
+            load_checkpoint(fresh / "checkpoint.pt")[key],
+            key,
+        )
 
 
 # Fine-tuning

@@ -39,7 +39,7 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint not found: {path}; run the train stage first")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError) as error:
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, KeyError) as error:
         raise ValueError(
             f"checkpoint {path} is not a readable torch checkpoint ({error}); delete it and "
             "rerun the train stage"

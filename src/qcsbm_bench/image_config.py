@@ -93,6 +93,12 @@ def check_image_config(config: Mapping[str, Any]) -> None:
             )
 
     k = config["evaluate"]["precision_recall"]["k"]
+    for dataset in config["datasets"]:
+        if n_samples_for(config, dataset) <= k:
+            raise ConfigError(
+                f"dataset {dataset!r} draws {n_samples_for(config, dataset)} samples, but "
+                f"evaluate.precision_recall.k is {k}; draw more than k samples"
+            )
     n_real = config["evaluate"]["precision_recall"]["n_real"]
     if n_real <= k:
         raise ConfigError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +180,61 @@ def sample_quality_rows(
     reference_path: Path,
     classifier: Path | None,
 ) -> list[dict[str, Any]]:
-    """Compute FID (or classifier FD), IS, PRDC and NFE rows of one run's merged samples."""
+    """Compute FID (or classifier FD), IS, PRDC and NFE rows of one run's merged samples.
+
+    When any sample is NaN or inf the sampler has diverged, and the sample-quality rows are
+    written empty, with the reason in their detail.
+    """
+    with np.load(samples_path, allow_pickle=False) as archive:
+        images = archive["images"]
+        finite = archive["finite"]
+        nfe = float(np.mean(archive["nfe"]))
+        seconds = float(np.sum(archive["seconds"]))
+
+    rows: list[dict[str, Any]] = []
+
+    def add(metric: str, value: float, row_detail: str = "") -> None:
+        rows.append(
+            metric_row(dataset, variant, seed, metric, value, sampler=sampler, detail=row_detail)
+        )
+
+    n_failed = int(np.sum(~finite))
+    if n_failed:
+        # A diverged sampler has no sample set to score: the black stand-in images would give
+        # a distance and a precision that look valid, so these rows stay empty (n/a).
+        logger.warning(
+            "%s/%s seed %d, %s sampler: %d of %d samples are NaN or inf; sample quality is "
+            "not computed",
+            dataset,
+            variant,
+            seed,
+            sampler,
+            n_failed,
+            images.shape[0],
+        )
+        failed = f"not computed: {n_failed} of {images.shape[0]} samples are NaN or inf"
+        distance_metric = (
+            "fid" if feature_space(config, dataset) == "inception" else "fd_classifier"
+        )
+        for metric in (distance_metric, "precision", "recall", "density", "coverage"):
+            add(metric, float("nan"), failed)
+    else:
+        _add_quality_rows(config, dataset, images, reference_path, classifier, add)
+    add("nonfinite_fraction", n_failed / images.shape[0], f"samples={images.shape[0]}")
+    add("nfe", nfe, "mean model evaluations per sampling batch")
+    add("sample_seconds", seconds, "sum over batches")
+    return rows
+
+
+def _add_quality_rows(
+    config: Mapping[str, Any],
+    dataset: str,
+    images: np.ndarray,
+    reference_path: Path,
+    classifier: Path | None,
+    add: Callable[[str, float, str], None],
+) -> None:
+    """Add the Frechet distance, Inception score and PRDC rows of a finite sample set."""
     from qcsbm_bench.metrics.frechet import (
         FeatureStatistics,
         frechet_distance_between,
@@ -189,11 +243,6 @@ def sample_quality_rows(
     from qcsbm_bench.metrics.inception_score import inception_score
     from qcsbm_bench.metrics.precision_recall import prdc
 
-    with np.load(samples_path, allow_pickle=False) as archive:
-        images = archive["images"]
-        finite = archive["finite"]
-        nfe = float(np.mean(archive["nfe"]))
-        seconds = float(np.sum(archive["seconds"]))
     with np.load(reference_path, allow_pickle=False) as archive:
         reference = FeatureStatistics(
             archive["mu"], archive["sigma"], json.loads(str(archive["metadata"]))
@@ -208,7 +257,7 @@ def sample_quality_rows(
         mode=space.mode,
         resolution=space.resolution(images),
         dataset=dataset,
-        split=f"{variant} {sampler} samples",
+        split="samples",
     )
     distance = frechet_distance_between(generated, reference)
     meta = reference.metadata
@@ -216,13 +265,6 @@ def sample_quality_rows(
         f"features={space.name}; mode={space.mode}; resolution={meta['resolution']}; "
         f"samples={images.shape[0]}; reference={meta['split']} ({meta['n']} images)"
     )
-
-    def add(metric: str, value: float, row_detail: str = "") -> None:
-        rows.append(
-            metric_row(dataset, variant, seed, metric, value, sampler=sampler, detail=row_detail)
-        )
-
-    rows: list[dict[str, Any]] = []
     add("fid" if space.space == "inception" else "fd_classifier", distance, detail)
     if logits is not None:
         n_splits = min(10, images.shape[0])
@@ -234,11 +276,6 @@ def sample_quality_rows(
     prdc_detail = f"k={k}; real={real_features.shape[0]}; fake={fake.shape[0]}; {space.name}"
     for metric, value in prdc(real_features, fake, k=k).items():
         add(metric, float(value), prdc_detail)
-    # Samples with NaN or inf were saved as black images and count in the metrics above.
-    add("nonfinite_fraction", float(np.mean(~finite)), f"samples={images.shape[0]}")
-    add("nfe", nfe, "mean model evaluations per sampling batch")
-    add("sample_seconds", seconds, "sum over batches")
-    return rows
 
 
 def run_quality(args: argparse.Namespace) -> None:

@@ -208,6 +208,9 @@ def write_image_tables(
         intro,
         "",
         to_markdown(table),
+        "Asym and NAsym are Hutchinson estimates in the run's dtype. For an exactly "
+        "conservative CSBM they are rounding noise around 0, which can be negative.",
+        "",
         "Settings of each number:",
         "",
         *_detail_lines(details, ["nll", "asym", "nasym"]),

@@ -38,6 +38,14 @@ def load_image_config(path: Path) -> dict[str, Any]:
             f"{path} is a {config.get('kind', 'toy')} config; the image stages need one with "
             "`kind: images` (e.g. workflow/config/images-cpu.yaml)"
         )
+    if str(config["device"]).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"{path} sets device: {config['device']}, but torch finds no CUDA GPU here; "
+                "run on a GPU machine or set device: cpu (e.g. --config device=cpu)"
+            )
     return config
 
 

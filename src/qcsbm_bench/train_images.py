@@ -53,9 +53,9 @@ from qcsbm_bench.train import CHECKPOINT_FILE, PARTIAL_STATS_FILE, STATE_FILE, S
 from qcsbm_bench.train_state import (
     ORIGIN_KEYS,
     TrainingState,
-    check_saved_settings,
     final_checkpoint,
     run_settings,
+    saved_settings_match,
     start_from_checkpoint,
     trim_stats,
 )
@@ -257,9 +257,12 @@ def _train(
     fingerprint = run_settings(config, dataset, variant, seed, init_digest)
     state_path = out_dir / STATE_FILE
     resumed_from_step = None
+    state = None
     if state_path.is_file():
         state = load_checkpoint(state_path, map_location=str(context.device))
-        check_saved_settings(state, fingerprint, state_path)
+        if not saved_settings_match(state, fingerprint, state_path):
+            state = None
+    if state is not None:
         run.restore(state)
         resumed_from_step = run.step
         logger.info("resuming %s/%s/seed-%d at step %d", dataset, variant, seed, run.step)

@@ -94,18 +94,34 @@ class TrainingState:
         self.origin = dict(state["origin"])
 
 
-def check_saved_settings(state: Mapping[str, Any], settings: dict[str, Any], path: Path) -> None:
-    """Raise ValueError, naming the differing top-level settings, if a state is from another run."""
+def differing_settings(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """Return the dotted keys whose values differ between two nested settings mappings."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        keys = sorted(set(saved) | set(current))
+        return [
+            path
+            for key in keys
+            for path in differing_settings(saved.get(key), current.get(key), f"{prefix}{key}.")
+        ]
+    return [] if saved == current else [prefix.rstrip(".")]
+
+
+def saved_settings_match(state: Mapping[str, Any], settings: dict[str, Any], path: Path) -> bool:
+    """Return True if a resumable state was saved under `settings`, else log what differs.
+
+    A state of other settings is from another run, so the caller starts afresh without it,
+    as the toy trainer does.
+    """
     saved = json.loads(state.get("settings", "{}"))
     if saved == settings:
-        return
-    differing = sorted(
-        key for key in set(saved) | set(settings) if saved.get(key) != settings.get(key)
+        return True
+    logger.warning(
+        "ignoring resumable state %s: it was saved under other settings (differing: %s); "
+        "the run starts afresh",
+        path,
+        ", ".join(differing_settings(saved, settings)),
     )
-    raise ValueError(
-        f"resumable state {path} was saved under other settings (differing: {differing}); "
-        "delete it to start this run afresh, or restore the config it was saved with"
-    )
+    return False
 
 
 def start_from_checkpoint(

@@ -42,6 +42,7 @@ INCEPTION_URL = (
 )
 INCEPTION_FILENAME = "inception-2015-12-05.pt"
 WEIGHTS_CONFIG_KEY = "evaluate.fid.inception_weights"
+SHA256_CONFIG_KEY = "evaluate.fid.sha256"
 # TODO: Neither clean-fid 0.1.35 nor torch-fidelity publishes a SHA-256 digest of
 # inception-2015-12-05.pt, so no checksum is checked by default. Set the digest of a trusted
 # copy (sha256sum inception-2015-12-05.pt) in the config.
@@ -112,7 +113,7 @@ def load_inception(
             raise ValueError(
                 f"SHA-256 of the Inception weights {path} is {found}, expected {sha256}. The "
                 f"file is corrupt or a different network. Download {INCEPTION_URL} again, or "
-                f"correct the digest set with {WEIGHTS_CONFIG_KEY}."
+                f"correct the digest set with {SHA256_CONFIG_KEY}."
             )
     else:
         logger.warning("No SHA-256 digest configured for %s, so the file is not checked.", path)

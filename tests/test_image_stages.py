@@ -57,9 +57,10 @@ def run_cli(*args: str | Path) -> int:
     return main([str(arg) for arg in args])
 
 
-def test_fid_rows_carry_settings(inception_setup: dict[str, Path]) -> None:
-    root = inception_setup["root"]
-    reference = root / "reference.npz"
+@pytest.fixture(scope="module")
+def reference_file(inception_setup: dict[str, Path]) -> Path:
+    """Run reference-features once on the photo patches with the stand-in Inception file."""
+    reference = inception_setup["root"] / "reference.npz"
     status = run_cli(
         "reference-features",
         "--config", inception_setup["config"],
@@ -68,6 +69,12 @@ def test_fid_rows_carry_settings(inception_setup: dict[str, Path]) -> None:
         "--out", reference,
     )  # fmt: skip
     assert status == 0
+    return reference
+
+
+def test_fid_rows_carry_settings(inception_setup: dict[str, Path], reference_file: Path) -> None:
+    root = inception_setup["root"]
+    reference = reference_file
     with np.load(reference) as archive:
         metadata = json.loads(str(archive["metadata"]))
         assert archive["real_features"].shape == (20, 2048)
@@ -225,18 +232,11 @@ def test_tables_beside_published_values(tmp_path: Path) -> None:
     assert len(tidy[(tidy["metric"] == "asym") & tidy["t"].notna()]) == 6
 
 
-def test_diverged_samples_not_scored(inception_setup: dict[str, Path]) -> None:
+def test_diverged_samples_not_scored(
+    inception_setup: dict[str, Path], reference_file: Path
+) -> None:
     root = inception_setup["root"]
-    reference = root / "reference.npz"
-    if not reference.exists():
-        status = run_cli(
-            "reference-features",
-            "--config", inception_setup["config"],
-            "--dataset", "photos",
-            "--data-dir", inception_setup["data"],
-            "--out", reference,
-        )  # fmt: skip
-        assert status == 0
+    reference = reference_file
     samples = root / "diverged.npz"
     np.savez(
         samples,

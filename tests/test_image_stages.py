@@ -195,6 +195,8 @@ def test_tables_beside_published_values(tmp_path: Path) -> None:
             values = {"nll": 3.4 + shift, "asym": 1e7, "nasym": 1e-3, "fid": 3.0 + shift}
             paths += write_run(runs, "cifar10", variant, seed, values)
         paths += write_run(runs, "digits", "usbm", seed, {**values, "fid": 0.5})
+        # A diverged sampler writes an empty distance, which must keep its name.
+        paths += write_run(runs, "digits", "csbm", seed, {**values, "fid": float("nan")})
     out_dir = tmp_path / "tables"
     assert run_cli("aggregate-images", "--metrics", *paths, "--out-dir", out_dir) == 0
 
@@ -224,12 +226,16 @@ def test_tables_beside_published_values(tmp_path: Path) -> None:
     digits_rows = table3[table3["dataset"] == "digits"]
     assert set(digits_rows["distance"]) == {"FD (digits classifier)"}
     assert set(digits_rows["FID paper"]) == {"n/a"}
+    diverged = digits_rows[digits_rows["variant"] == "csbm"]
+    assert len(diverged) == 2
+    assert set(diverged["value"]) == {"n/a"}
 
     markdown = (out_dir / "table3.md").read_text()
     assert "- cifar10 fid (pc): fd d" in markdown
     tidy = pd.read_csv(out_dir / "all_metrics.csv")
     assert "detail" in tidy.columns
-    assert len(tidy[(tidy["metric"] == "asym") & tidy["t"].notna()]) == 6
+    # One per-level row per run: 2 seeds x (2 cifar10 variants + 2 digits variants).
+    assert len(tidy[(tidy["metric"] == "asym") & tidy["t"].notna()]) == 8
 
 
 def test_diverged_samples_not_scored(

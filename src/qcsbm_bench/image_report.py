@@ -120,15 +120,29 @@ def table2(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _distance(summary: pd.DataFrame, dataset: str, variant: str, sampler: str) -> tuple[str, str]:
+def _distance(
+    summary: pd.DataFrame, details: pd.DataFrame | None, dataset: str, variant: str, sampler: str
+) -> tuple[str, str]:
+    """Return the distance's label and cell. The label comes from the rows written, so an
+    empty value (a diverged sampler) keeps its name; the summary holds only finite values."""
     for metric, label in (("fid", "FID"), ("fd_classifier", f"FD ({dataset} classifier)")):
         cell = _cell(summary, dataset, variant, metric, sampler)
-        if cell != MISSING_CELL:
+        written = details is not None and bool(
+            (
+                (details["dataset"] == dataset)
+                & (details["variant"] == variant)
+                & (details["sampler"] == sampler)
+                & (details["metric"] == metric)
+            ).any()
+        )
+        if cell != MISSING_CELL or written:
             return label, cell
     return MISSING_CELL, MISSING_CELL
 
 
-def table3(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+def table3(
+    summary: pd.DataFrame, published: pd.DataFrame, details: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Build Table 3 as text cells: one row per dataset, variant and sampler."""
     quality = summary.loc[summary["sampler"] != ""]
     rows = []
@@ -140,7 +154,7 @@ def table3(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
                 (PUBLISHED_SAMPLER, "ode"),
             )
             for sampler in samplers:
-                label, distance = _distance(summary, dataset, variant, sampler)
+                label, distance = _distance(summary, details, dataset, variant, sampler)
                 paper = sampler == PUBLISHED_SAMPLER and label == "FID"
                 row = {
                     "dataset": dataset,
@@ -219,7 +233,7 @@ def write_image_tables(
     _write_text(out_dir / "table2.md", "\n".join(markdown))
     paths += [out_dir / "table2.csv", out_dir / "table2.md"]
 
-    table = table3(summary, published)
+    table = table3(summary, published, details)
     table.to_csv(out_dir / "table3.csv", index=False)
     markdown = [
         "# Table 3: sample quality on images",

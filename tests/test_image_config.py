@@ -101,7 +101,8 @@ def test_unknown_dataset_rejected() -> None:
 
 def test_unknown_kind_rejected() -> None:
     message = invalid("images-smoke", {"key": "kind", "value": "video"})
-    assert "kind" in message and "video" in message
+    assert "kind" in message
+    assert "video" in message
 
 
 def test_toy_keys_rejected_in_image_config() -> None:
@@ -116,12 +117,14 @@ def test_shards_above_batches_rejected() -> None:
 
 def test_batch_not_divisible_by_processes() -> None:
     message = invalid("images-smoke", {"key": "train.processes", "value": 3})
-    assert "train.batch_size (8)" in message and "train.processes (3)" in message
+    assert "train.batch_size (8)" in message
+    assert "train.processes (3)" in message
 
 
 def test_missing_steps_for_dataset() -> None:
     message = invalid("images-smoke", {"key": "train.steps", "value": {"photos": 10}})
-    assert "train.steps" in message and "digits" in message
+    assert "train.steps" in message
+    assert "digits" in message
 
 
 def test_sigma_order_checked() -> None:

@@ -57,6 +57,18 @@ def run_cli(*args: str | Path) -> int:
     return main([str(arg) for arg in args])
 
 
+def score_samples(config: Path, variant: str, samples: Path, reference: Path, out: Path) -> int:
+    """Run sample-quality on photo samples of seed 0 with the PC sampler."""
+    return run_cli(
+        "sample-quality",
+        "--config", config,
+        "--dataset", "photos", "--variant", variant, "--seed", "0", "--sampler", "pc",
+        "--samples", samples,
+        "--reference", reference,
+        "--out", out,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def reference_file(inception_setup: dict[str, Path]) -> Path:
     """Run reference-features once on the photo patches with the stand-in Inception file."""
@@ -94,14 +106,7 @@ def test_fid_rows_carry_settings(inception_setup: dict[str, Path], reference_fil
         seconds=np.array([1.0, 2.0]),
     )
     out = root / "quality-pc.csv"
-    status = run_cli(
-        "sample-quality",
-        "--config", inception_setup["config"],
-        "--dataset", "photos", "--variant", "usbm", "--seed", "0", "--sampler", "pc",
-        "--samples", samples,
-        "--reference", reference,
-        "--out", out,
-    )  # fmt: skip
+    status = score_samples(inception_setup["config"], "usbm", samples, reference, out)
     assert status == 0
     rows = pd.read_csv(out, keep_default_na=False).set_index("metric")
     assert tuple(pd.read_csv(out).columns) == IMAGE_METRIC_COLUMNS
@@ -252,14 +257,7 @@ def test_diverged_samples_not_scored(
         seconds=np.array([1.0]),
     )
     out = root / "quality-diverged.csv"
-    status = run_cli(
-        "sample-quality",
-        "--config", inception_setup["config"],
-        "--dataset", "photos", "--variant", "csbm", "--seed", "0", "--sampler", "pc",
-        "--samples", samples,
-        "--reference", reference,
-        "--out", out,
-    )  # fmt: skip
+    status = score_samples(inception_setup["config"], "csbm", samples, reference, out)
     assert status == 0
     rows = pd.read_csv(out, keep_default_na=False).set_index("metric")
     for metric in ("fid", "precision", "recall", "density", "coverage"):

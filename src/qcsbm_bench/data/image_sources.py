@@ -1,8 +1,8 @@
 """Readers of the raw image dataset files: CIFAR-10, CIFAR-100, SVHN and ImageNet32.
 
 Each reader returns a RawDataset with uint8 images (N, C, H, W), int64 labels 0..K-1 for the
-train and test splits, and a JSON-ready description of what it read; packaged_images has the
-readers of the digits and photos that ship with Python packages. CIFAR and SVHN go through
+train and test splits, and a JSON-ready description of what it read. The readers of the
+digits and photos that ship with Python packages are in packaged_images. CIFAR and SVHN go through
 torchvision's dataset classes. The readers turn torchvision's generic "Dataset not found or
 corrupted" into errors that name the path, the expected files and the fix.
 """

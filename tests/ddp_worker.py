@@ -2,11 +2,13 @@
 
 Usage: python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_worker.py OUT
 trains the csbm and qcsbm variants for a few float64 steps on in-memory images into
-OUT/<variant>. test_train_images.py imports `fake_training_images` and `small_config`.
+OUT/<variant>, and writes OUT/groups-rank<r>.json: the identity of the process group
+after each run. test_train_images.py imports `fake_training_images` and `small_config`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 import qcsbm_bench.train_images as train_images
 from qcsbm_bench.data.images import ImageData
@@ -67,11 +70,15 @@ def main(out_dir: Path) -> None:
     logging.basicConfig(level=logging.INFO)
     data = fake_training_images()
     train_images.load_training_images = lambda _data_dir: data  # type: ignore[assignment]
+    groups = []
     for variant in DDP_VARIANTS:
-        # Each call joins and then leaves the process group, so the second call re-joins it.
         train_images.train_image_run(
             small_config(), DATASET, variant, 0, out_dir / "data", out_dir / variant, progress=False
         )
+        # The first run creates the process group and the second must reuse it: creating it
+        # again under torchrun can hang (see distributed.init_distributed).
+        groups.append(id(dist.group.WORLD) if dist.is_initialized() else None)
+    (out_dir / f"groups-rank{dist.get_rank()}.json").write_text(json.dumps(groups))
 
 
 if __name__ == "__main__":

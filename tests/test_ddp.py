@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,15 +23,8 @@ RTOL = 1e-9
 ATOL = 1e-12
 
 
-# Launching torchrun and importing torch in two workers takes 20-60 s on a shared 2-core CPU.
-# NOTE: in fresh virtual environments made by .ci/run the two gloo workers hung (futex wait,
-# no CPU use) after the first of their two variants, while the same test passed in 12-55 s in
-# the development environment. The cause is not found, so the test runs only on request.
+# Launching torchrun and importing torch in two workers takes 10-60 s on a shared 2-core CPU.
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("QCSBM_RUN_DDP_TEST") != "1",
-    reason="set QCSBM_RUN_DDP_TEST=1 to run; it hung in fresh CI environments (cause unknown)",
-)
 def test_two_processes_match_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = {
         **os.environ,
@@ -41,10 +35,6 @@ def test_two_processes_match_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     }
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
-    # NOTE: with CI=true in the environment (as .ci/run sets), the worker's second process
-    # group, for its second variant, hung in torch 2.14.1 with gloo; the cause is not known.
-    # Training jobs start one process group per process, so they are not affected.
-    env.pop("CI", None)
     command = [
         sys.executable,
         "-m",
@@ -57,6 +47,12 @@ def test_two_processes_match_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    for rank in (0, 1):
+        groups = json.loads((tmp_path / "ddp" / f"groups-rank{rank}.json").read_text())
+        assert len(groups) == len(DDP_VARIANTS)
+        assert groups[0] is not None, f"rank {rank} left no process group after a run"
+        assert len(set(groups)) == 1, f"rank {rank} created its process group again: {groups}"
 
     data = fake_training_images()
     monkeypatch.setattr(train_images, "load_training_images", lambda _data_dir: data)

@@ -11,6 +11,7 @@ and noise as a 1-process run with the same global batch.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
@@ -36,17 +37,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """This process's place in the job: rank among world_size processes, and its device.
-
-    owns_process_group is True when `init_distributed` created the process group, so
-    `shutdown_distributed` destroys it. A group created by the caller is left alone.
-    """
+    """This process's place in the job: rank among world_size processes, and its device."""
 
     world_size: int
     rank: int
     local_rank: int
     device: torch.device
-    owns_process_group: bool = False
 
     @property
     def is_distributed(self) -> bool:
@@ -76,6 +72,13 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
 
     The backend is "nccl" for CUDA devices and "gloo" for the CPU. Under torchrun on CUDA,
     each rank uses the GPU cuda:LOCAL_RANK, whatever index `device` names.
+
+    The group is created once per process and kept until the process exits; later calls
+    reuse it. Destroying the default group and creating it again is unsafe under torchrun:
+    the new group reuses the old one's keys on torchrun's store, so a rank can read the
+    other rank's stale address (PyTorch issue 55967). In torch 2.14.1 with gloo that gave
+    "Connection refused" or a hang, depending on timing. A group created by the caller
+    before the first call is reused as well, and left to the caller.
     """
     device = torch.device(device)
     world_size = _env_int("WORLD_SIZE", 1)
@@ -90,21 +93,25 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
     # NOTE: only the gloo backend on the CPU has been run (tests/test_ddp.py). The NCCL path
     # on GPUs follows the same code but has not been run.
     backend = "nccl" if device.type == "cuda" else "gloo"
-    owns_group = not dist.is_initialized()
-    if owns_group:
+    if not dist.is_initialized():
         dist.init_process_group(backend=backend)
+        atexit.register(_destroy_at_exit)
+    elif dist.get_backend() != backend:
+        raise RuntimeError(
+            f"this process already joined a {dist.get_backend()} process group, but device "
+            f"{device} needs {backend}; use one device type for every run in a process"
+        )
     if dist.get_world_size() != world_size:
         raise RuntimeError(
             f"the process group has {dist.get_world_size()} ranks but WORLD_SIZE is "
             f"{world_size}; initialise the group from the torchrun environment"
         )
     logger.info("rank %d of %d on %s (backend %s)", rank, world_size, device, backend)
-    return DistributedContext(world_size, rank, local_rank, device, owns_group)
+    return DistributedContext(world_size, rank, local_rank, device)
 
 
-def shutdown_distributed(context: DistributedContext) -> None:
-    """Destroy the process group if `init_distributed` created it."""
-    if context.owns_process_group and dist.is_initialized():
+def _destroy_at_exit() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

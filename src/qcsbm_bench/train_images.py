@@ -218,22 +218,21 @@ def train_image_run(
             f"train.finetune.{variant} is not true; set it to true to fine-tune, or train "
             "from scratch without init_checkpoint"
         )
+    # Under torchrun the process group stays up after the run, for the process's lifetime
+    # (see distributed.init_distributed).
     context = distributed.init_distributed(config["device"])
-    try:
-        return _train(
-            config,
-            settings,
-            dataset,
-            variant,
-            seed,
-            Path(data_dir),
-            Path(out_dir),
-            init_checkpoint,
-            progress,
-            context,
-        )
-    finally:
-        distributed.shutdown_distributed(context)
+    return _train(
+        config,
+        settings,
+        dataset,
+        variant,
+        seed,
+        Path(data_dir),
+        Path(out_dir),
+        init_checkpoint,
+        progress,
+        context,
+    )
 
 
 def _train(

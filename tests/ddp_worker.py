@@ -70,15 +70,15 @@ def main(out_dir: Path) -> None:
     logging.basicConfig(level=logging.INFO)
     data = fake_training_images()
     train_images.load_training_images = lambda _data_dir: data  # type: ignore[assignment]
-    groups = []
+    group_ids = []
     for variant in DDP_VARIANTS:
         train_images.train_image_run(
             small_config(), DATASET, variant, 0, out_dir / "data", out_dir / variant, progress=False
         )
         # The first run creates the process group and the second must reuse it: creating it
         # again under torchrun can hang (see distributed.init_distributed).
-        groups.append(id(dist.group.WORLD) if dist.is_initialized() else None)
-    (out_dir / f"groups-rank{dist.get_rank()}.json").write_text(json.dumps(groups))
+        group_ids.append(id(dist.group.WORLD) if dist.is_initialized() else None)
+    (out_dir / f"groups-rank{dist.get_rank()}.json").write_text(json.dumps(group_ids))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 
 from pathlib import Path
 
-from qcsbm_bench.config import results_config, validate_config, write_config_if_changed
+from qcsbm_bench.config import validate_config, write_config_if_changed
+from qcsbm_bench.stage_settings import settings_path, write_stage_settings
 
 # The toy config is the default only: files given with --configfile replace it rather than
 # being merged onto it, so `qcsbm-bench config --config FILE` shows what the DAG runs.
@@ -20,12 +21,42 @@ if not workflow.config_settings.configfiles:
 config.update(validate_config(config))
 
 RESULTS = Path(config["results_dir"]) / config["name"]
-# NOTE: every rule reads this one file, so any change to a results-affecting key reruns
-# every job, even where the key does not matter (adding a seed reruns seed 0 too).
+# Every job reads the whole resolved config. Snakemake tracks each job's settings file
+# instead: the keys its stage depends on, for its dataset (qcsbm_bench.stage_settings). A
+# job reruns only when one of those changes, so a new seed or an evaluation setting leaves
+# trained models alone.
 RESOLVED_CONFIG = str(RESULTS / "config.yaml")
-write_config_if_changed(results_config(config), RESOLVED_CONFIG)
+write_config_if_changed(config, RESOLVED_CONFIG)
 
 KIND = config.get("kind", "toy")
+SETTINGS_DIR = RESULTS / "settings"
+# Stages whose rules read the config, and whether their jobs run per dataset.
+SETTINGS_STAGES = (
+    {
+        "prep_data": True,
+        "train": True,
+        "sample": True,
+        "evaluate": True,
+        "autoencoder": False,
+    }
+    if KIND == "toy"
+    else {
+        stage: True
+        for stage in (
+            "prep_data",
+            "train",
+            "sample",
+            "classifier",
+            "reference",
+            "sample_quality",
+            "likelihood",
+            "asymmetry",
+        )
+    }
+)
+write_stage_settings(config, SETTINGS_DIR, SETTINGS_STAGES)
+
+
 RUN_DIR = str(RESULTS / "runs" / "{dataset}" / "{variant}" / "seed-{seed}")
 LOGS = str(RESULTS / "logs")
 BENCHMARKS = str(RESULTS / "benchmarks")

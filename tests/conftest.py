@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -10,8 +11,13 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from qcsbm_bench.networks.toy import Swish
+from qcsbm_bench.stage_settings import STRICT_ENVIRONMENT_VARIABLE
 
 torch.set_default_dtype(torch.float64)
+
+# A stage that reads a config key its jobs are not rerun for fails instead of warning. The
+# variable is set here, before any test starts a Snakemake job, so those jobs inherit it.
+os.environ[STRICT_ENVIRONMENT_VARIABLE] = "1"
 
 
 class MLPField(nn.Module):

@@ -10,7 +10,6 @@ import yaml
 from qcsbm_bench.config import (
     ConfigError,
     load_config,
-    results_config,
     validate_config,
     write_config_if_changed,
 )
@@ -94,17 +93,3 @@ def test_resolved_config_rewritten_only_on_change(tmp_path: Path) -> None:
     config["seeds"] = [0, 1]
     assert write_config_if_changed(config, path)
     assert yaml.safe_load(path.read_text())["seeds"] == [0, 1]
-
-
-def test_execution_keys_left_out_of_results_config(tmp_path: Path) -> None:
-    config = validate_config(smoke())
-    path = tmp_path / "config.yaml"
-    write_config_if_changed(results_config(config), path)
-    written = yaml.safe_load(path.read_text())
-    assert "resources" not in written
-    assert "container" not in written
-
-    config["resources"]["train"]["threads"] = 8
-    config["container"] = "docker://qcsbm-bench:latest"
-    assert not write_config_if_changed(results_config(config), path)
-    assert load_config(path)["resources"]["train"]["threads"] == 1

@@ -159,4 +159,4 @@ def test_cuda_without_gpu_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match="set device: cpu"):
-        load_image_config(path)
+        load_image_config(path, "train", "digits")

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def snakemake(
+    workdir: Path, *args: str, configfile: str = "workflow/config/smoke.yaml"
+) -> subprocess.CompletedProcess[str]:
     # Targets go first: --configfile takes every following word up to the next option.
-    command = [*SNAKEMAKE, *args, "--cores", "2", "--configfile", "workflow/config/smoke.yaml"]
+    command = [*SNAKEMAKE, *args, "--cores", "2", "--configfile", configfile]
     # The rules call the qcsbm-bench script, which lives beside this Python interpreter.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(
@@ -72,6 +75,34 @@ def test_missing_output_reruns_only_its_jobs(workdir: Path) -> None:
     assert "evaluate" in output
     assert "train" not in output.replace("train_", "")
     assert "sample " not in output
+
+
+@pytest.mark.slow
+def test_execution_key_change_reruns_nothing(workdir: Path) -> None:
+    config = yaml.safe_load((workdir / "workflow/config/smoke.yaml").read_text())
+    config["progress"] = True
+    config["train"]["checkpoint_every"] = 50
+    config["resources"] = {"train": {"threads": 2, "mem_mb": 100, "runtime": 5, "gpu": 0}}
+    (workdir / "execution.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--dry-run", configfile="execution.yaml")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_evaluation_key_change_reruns_evaluation(workdir: Path) -> None:
+    # The dry run rewrites the evaluate settings files, so it runs after the tests above.
+    config = yaml.safe_load((workdir / "workflow/config/smoke.yaml").read_text())
+    config["evaluate"]["n_levels"] = 5
+    (workdir / "evaluation.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--dry-run", "--quiet", "rules", configfile="evaluation.yaml")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "evaluate" in output
+    assert "aggregate" in output
+    assert "train" not in output.replace("train_", "")
+    assert "sample " not in output
+    assert "prep_data" not in output
 
 
 @pytest.mark.slow

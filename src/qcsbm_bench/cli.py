@@ -19,17 +19,16 @@ from typing import Any
 import yaml
 
 from qcsbm_bench.config import (
+    TOY_DATASETS,
     ConfigError,
     deep_merge,
     load_config,
     validate_config,
     write_config_if_changed,
 )
+from qcsbm_bench.stage_settings import stage_view
 
 logger = logging.getLogger("qcsbm_bench")
-
-# The toy data set names, as in qcsbm_bench.data.toy2d (not imported here to keep startup light).
-TOY_DATASETS = ("8gaussians", "checkerboard", "spirals")
 
 
 def _configure_threads(config: dict[str, Any], stage: str, threads: int | None) -> None:
@@ -67,7 +66,7 @@ def parse_override(assignment: str) -> dict[str, Any]:
 def cmd_prep_data(args: argparse.Namespace) -> None:
     from qcsbm_bench.data.toy2d import prepare_toy_dataset
 
-    config = load_config(args.config)
+    config = stage_view(load_config(args.config), "prep_data", args.dataset)
     data = config["data"]
     prepare_toy_dataset(args.dataset, data["n_train"], data["n_test"], data["seed"], args.out)
 
@@ -75,7 +74,7 @@ def cmd_prep_data(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from qcsbm_bench.train import train_run
 
-    config = load_config(args.config)
+    config = stage_view(load_config(args.config), "train", args.dataset)
     _configure_threads(config, "train", args.threads)
     train_run(config, args.dataset, args.variant, args.seed, args.data, args.out_dir)
 
@@ -88,7 +87,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from qcsbm_bench.sampling import SAMPLERS
     from qcsbm_bench.train import load_toy_model
 
-    config = load_config(args.config)
+    config = stage_view(load_config(args.config), "sample", args.dataset)
     _configure_threads(config, "sample", args.threads)
     model = load_toy_model(config, args.variant, args.checkpoint)
     sample_config = config["sample"]
@@ -121,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from qcsbm_bench.evaluate import evaluate_toy_run, score_field, write_field, write_metric_rows
     from qcsbm_bench.train import load_toy_model
 
-    config = load_config(args.config)
+    config = stage_view(load_config(args.config), "evaluate", args.dataset)
     _configure_threads(config, "evaluate", args.threads)
     model = load_toy_model(config, args.variant, args.checkpoint)
     samplers = config["sample"]["samplers"]
@@ -143,7 +142,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_autoencoder(args: argparse.Namespace) -> None:
     from qcsbm_bench.autoencoder import run_autoencoder, write_curves
 
-    config = load_config(args.config)
+    config = stage_view(load_config(args.config), "autoencoder")
     _configure_threads(config, "autoencoder", args.threads)
     settings = {k: v for k, v in config["autoencoder"].items() if k != "enabled"}
     rows = run_autoencoder(progress=config["progress"], **settings)

@@ -20,10 +20,6 @@ import yaml
 
 from qcsbm_bench.atomic import atomic_open
 
-# Keys that change where or how fast jobs run but not their results. They are left out of
-# the resolved config file that every job reads, so changing them reruns nothing.
-EXECUTION_KEYS = ("resources", "container")
-
 STAGES = ("prep_data", "train", "sample", "evaluate", "autoencoder", "aggregate", "figures")
 
 DEFAULTS: dict[str, Any] = {
@@ -77,6 +73,8 @@ IMAGE_STAGES = (
     "aggregate",
     "figures",
 )
+# The toy data set names, as in qcsbm_bench.data.toy2d (not imported here to keep startup light).
+TOY_DATASETS = ("8gaussians", "checkerboard", "spirals")
 IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "imagenet32", "digits", "photos")
 # Datasets with no Inception reference in this project: their Frechet distance uses the
 # features of a classifier trained on their own training split, and is never called FID.
@@ -256,11 +254,6 @@ def load_config(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must contain a mapping at the top level")
     return validate_config(raw)
-
-
-def results_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the config without EXECUTION_KEYS, the part that determines the results."""
-    return {key: value for key, value in config.items() if key not in EXECUTION_KEYS}
 
 
 def write_config_if_changed(config: Mapping[str, Any], path: Path) -> bool:

@@ -105,7 +105,7 @@ def _load_run(args: argparse.Namespace, stage: str, weights: str) -> tuple[Any, 
     from qcsbm_bench.data.images import load_image_dataset
     from qcsbm_bench.train_images import load_image_model
 
-    config = load_image_config(args.config)
+    config = load_image_config(args.config, stage, args.dataset)
     configure_threads(config, stage, args.threads)
     test = load_image_dataset(args.data_dir, "test")
     meta = test.meta
@@ -124,7 +124,9 @@ def run_likelihood(args: argparse.Namespace) -> None:
     from qcsbm_bench.artifacts import DTYPES, derive_seed
     from qcsbm_bench.image_likelihood import image_bits_per_dim
 
-    weights = load_image_config(args.config)["evaluate"]["nll"]["weights"]
+    weights = load_image_config(args.config, "likelihood", args.dataset)["evaluate"]["nll"][
+        "weights"
+    ]
     model, test, config = _load_run(args, "likelihood", weights)
     settings = config["evaluate"]["nll"]
     images = np.asarray(limit_images(test.images, settings["n_images"]))
@@ -157,7 +159,9 @@ def run_asymmetry(args: argparse.Namespace) -> None:
     from qcsbm_bench.artifacts import DTYPES, derive_seed
     from qcsbm_bench.image_asymmetry import asymmetry_by_level, level_average
 
-    weights = load_image_config(args.config)["evaluate"]["asymmetry"]["weights"]
+    weights = load_image_config(args.config, "asymmetry", args.dataset)["evaluate"]["asymmetry"][
+        "weights"
+    ]
     model, test, config = _load_run(args, "asymmetry", weights)
     settings = config["evaluate"]["asymmetry"]
     images = np.asarray(limit_images(test.images, settings["n_images"]))

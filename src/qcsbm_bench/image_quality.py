@@ -48,7 +48,7 @@ def run_classifier(args: argparse.Namespace) -> None:
     from qcsbm_bench.data.images import load_image_dataset
     from qcsbm_bench.metrics.classifier import save_classifier, train_feature_classifier
 
-    config = load_image_config(args.config)
+    config = load_image_config(args.config, "classifier", args.dataset)
     configure_threads(config, "classifier", args.threads)
     settings = config["evaluate"]["classifier"]
     train = load_image_dataset(args.data_dir, "train")
@@ -126,7 +126,7 @@ def run_reference(args: argparse.Namespace) -> None:
     from qcsbm_bench.data.images import load_image_dataset
     from qcsbm_bench.metrics.frechet import statistics_of
 
-    config = load_image_config(args.config)
+    config = load_image_config(args.config, "reference", args.dataset)
     configure_threads(config, "reference", args.threads)
     fid = config["evaluate"]["fid"]
     split = fid["reference_split"]
@@ -279,7 +279,7 @@ def _add_quality_rows(
 
 
 def run_quality(args: argparse.Namespace) -> None:
-    config = load_image_config(args.config)
+    config = load_image_config(args.config, "sample_quality", args.dataset)
     configure_threads(config, "sample_quality", args.threads)
     rows = sample_quality_rows(
         config,

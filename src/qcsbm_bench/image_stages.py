@@ -23,6 +23,7 @@ from qcsbm_bench.image_config import (
     n_samples_for,
     training_steps,
 )
+from qcsbm_bench.stage_settings import stage_view
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,12 @@ VARIANT_NAMES = ("csbm", "usbm", "qcsbm", "usbm-ft")
 SAMPLER_NAMES = ("pc", "ode")
 
 
-def load_image_config(path: Path) -> dict[str, Any]:
-    """Load a resolved config and check that it drives the image DAG."""
+def load_image_config(path: Path, stage: str, dataset: str | None = None) -> dict[str, Any]:
+    """Load a resolved config, check that it drives the image DAG, and return a stage's view.
+
+    The view contains the keys that the stage's jobs are rerun for (see stage_settings), with
+    per-dataset settings reduced to the dataset's entries.
+    """
     config = load_config(path)
     if config.get("kind") != "images":
         raise ConfigError(
@@ -46,7 +51,7 @@ def load_image_config(path: Path) -> dict[str, Any]:
                 f"{path} sets device: {config['device']}, but torch finds no CUDA GPU here; "
                 "run on a GPU machine or set device: cpu (e.g. --config device=cpu)"
             )
-    return config
+    return stage_view(config, stage, dataset)
 
 
 def configure_threads(config: Mapping[str, Any], stage: str, threads: int | None) -> None:
@@ -56,18 +61,21 @@ def configure_threads(config: Mapping[str, Any], stage: str, threads: int | None
     set_deterministic(threads=threads or config["resources"][stage]["threads"])
 
 
-def run_config(config: Mapping[str, Any], dataset: str, variant: str) -> dict[str, Any]:
+def run_config(config: dict[str, Any], dataset: str, variant: str) -> dict[str, Any]:
     """Return the config of one training run with the per-dataset settings resolved.
 
     train.steps and train.finetune_steps become plain integers and model gets the dataset's
     entry of model_by_dataset, so the trainer never looks a dataset up.
     """
-    resolved = copy.deepcopy(dict(config))
+    resolved = copy.deepcopy(config)
     resolved["model"] = model_settings(config, dataset)
-    resolved["train"]["steps"] = training_steps(config, dataset)
-    resolved["train"]["finetune_steps"] = (
-        finetune_steps(config, dataset) if finetuned_from_usbm(config, variant) else 0
-    )
+    # Stages that only load a trained checkpoint do not depend on the training settings, so
+    # their stage view has no train.steps.
+    if "steps" in config["train"]:
+        resolved["train"]["steps"] = training_steps(config, dataset)
+        resolved["train"]["finetune_steps"] = (
+            finetune_steps(config, dataset) if finetuned_from_usbm(config, variant) else 0
+        )
     return resolved
 
 
@@ -94,7 +102,7 @@ def add_prep_arguments(parser: argparse.ArgumentParser) -> None:
 def run_prep(args: argparse.Namespace) -> None:
     from qcsbm_bench.data.images import prepare_image_dataset
 
-    config = load_image_config(args.config)
+    config = load_image_config(args.config, "prep_data", args.dataset)
     data = config["data"]
     prepare_image_dataset(
         args.dataset,
@@ -119,7 +127,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> None:
     from qcsbm_bench.train_images import train_image_run
 
-    config = load_image_config(args.config)
+    config = load_image_config(args.config, "train", args.dataset)
     configure_threads(config, "train", args.threads)
     if finetuned_from_usbm(config, args.variant) and args.init_checkpoint is None:
         raise ConfigError(
@@ -157,7 +165,7 @@ def run_sample(args: argparse.Namespace) -> None:
     from qcsbm_bench.image_sampling import sample_shard
     from qcsbm_bench.train_images import load_image_model
 
-    config = load_image_config(args.config)
+    config = load_image_config(args.config, "sample", args.dataset)
     configure_threads(config, "sample", args.threads)
     meta = load_image_dataset(args.data_dir, "test", verify=False).meta
     shape = (meta["channels"], meta["resolution"], meta["resolution"])

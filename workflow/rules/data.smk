@@ -1,6 +1,6 @@
 rule prep_data:
     input:
-        config=RESOLVED_CONFIG,
+        settings=stage_settings("prep_data"),
     output:
         str(RESULTS / "data" / "{dataset}.npz"),
     log:
@@ -13,6 +13,8 @@ rule prep_data:
     resources:
         mem_mb=stage_resources("prep_data")["mem_mb"],
         runtime=stage_resources("prep_data")["runtime"],
+    params:
+        config=RESOLVED_CONFIG,
     shell:
-        "qcsbm-bench prep-data --config {input.config} --dataset {wildcards.dataset} "
+        "qcsbm-bench prep-data --config {params.config} --dataset {wildcards.dataset} "
         "--out {output} > {log} 2>&1"

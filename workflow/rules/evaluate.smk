@@ -1,6 +1,6 @@
 rule evaluate:
     input:
-        config=RESOLVED_CONFIG,
+        settings=stage_settings("evaluate"),
         checkpoint=rules.train.output.checkpoint,
         data=rules.prep_data.output,
         samples=expand(
@@ -22,8 +22,10 @@ rule evaluate:
         mem_mb=stage_resources("evaluate")["mem_mb"],
         runtime=stage_resources("evaluate")["runtime"],
         gpu=stage_resources("evaluate")["gpu"],
+    params:
+        config=RESOLVED_CONFIG,
     shell:
-        "qcsbm-bench evaluate --config {input.config} --threads {threads} --dataset {wildcards.dataset} "
+        "qcsbm-bench evaluate --config {params.config} --threads {threads} --dataset {wildcards.dataset} "
         "--variant {wildcards.variant} --seed {wildcards.seed} --checkpoint {input.checkpoint} "
         "--data {input.data} --samples {input.samples} --out {output.metrics} "
         "--field-out {output.field} > {log} 2>&1"
@@ -31,7 +33,7 @@ rule evaluate:
 
 rule autoencoder:
     input:
-        config=RESOLVED_CONFIG,
+        settings=stage_settings("autoencoder"),
     output:
         str(RESULTS / "autoencoder" / "curves.jsonl"),
     log:
@@ -44,5 +46,7 @@ rule autoencoder:
     resources:
         mem_mb=stage_resources("autoencoder")["mem_mb"],
         runtime=stage_resources("autoencoder")["runtime"],
+    params:
+        config=RESOLVED_CONFIG,
     shell:
-        "qcsbm-bench autoencoder --config {input.config} --threads {threads} --out {output} > {log} 2>&1"
+        "qcsbm-bench autoencoder --config {params.config} --threads {threads} --out {output} > {log} 2>&1"

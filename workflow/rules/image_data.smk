@@ -3,7 +3,7 @@ IMAGE_ARRAYS = ("train.npy", "test.npy", "train_labels.npy", "test_labels.npy")
 
 rule prep_image_data:
     input:
-        config=RESOLVED_CONFIG,
+        settings=stage_settings("prep_data"),
     output:
         arrays=[f"{IMAGE_DATA}/{name}" for name in IMAGE_ARRAYS],
         data=f"{IMAGE_DATA}/meta.json",
@@ -18,15 +18,16 @@ rule prep_image_data:
         mem_mb=stage_resources("prep_data")["mem_mb"],
         runtime=stage_resources("prep_data")["runtime"],
     params:
+        config=RESOLVED_CONFIG,
         out_dir=lambda wildcards, output: str(Path(output.data).parent),
     shell:
-        "qcsbm-bench prep-images --config {input.config} --dataset {wildcards.dataset} "
+        "qcsbm-bench prep-images --config {params.config} --dataset {wildcards.dataset} "
         "--out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule train_classifier:
     input:
-        config=RESOLVED_CONFIG,
+        settings=stage_settings("classifier"),
         data=rules.prep_image_data.output.data,
     output:
         classifier=f"{IMAGE_DATA}/classifier.pt",
@@ -43,9 +44,10 @@ rule train_classifier:
         runtime=stage_resources("classifier")["runtime"],
         gpu=stage_resources("classifier")["gpu"],
     params:
+        config=RESOLVED_CONFIG,
         data_dir=image_data_dir,
     shell:
-        "qcsbm-bench train-classifier --config {input.config} --threads {threads} "
+        "qcsbm-bench train-classifier --config {params.config} --threads {threads} "
         "--dataset {wildcards.dataset} --data-dir {params.data_dir} --out {output.classifier} "
         "--stats-out {output.stats} > {log} 2>&1"
 
@@ -67,11 +69,12 @@ rule reference_features:
         runtime=stage_resources("reference")["runtime"],
         gpu=stage_resources("reference")["gpu"],
     params:
+        config=RESOLVED_CONFIG,
         data_dir=image_data_dir,
         classifier=lambda wildcards, input: (
             f"--classifier {input.classifier}" if "classifier" in input.keys() else ""
         ),
     shell:
-        "qcsbm-bench reference-features --config {input.config} --threads {threads} "
+        "qcsbm-bench reference-features --config {params.config} --threads {threads} "
         "--dataset {wildcards.dataset} --data-dir {params.data_dir} {params.classifier} "
         "--out {output} > {log} 2>&1"

@@ -15,11 +15,12 @@ rule sample_quality:
         runtime=stage_resources("sample_quality")["runtime"],
         gpu=stage_resources("sample_quality")["gpu"],
     params:
+        config=RESOLVED_CONFIG,
         classifier=lambda wildcards, input: (
             f"--classifier {input.classifier}" if "classifier" in input.keys() else ""
         ),
     shell:
-        "qcsbm-bench sample-quality --config {input.config} --threads {threads} "
+        "qcsbm-bench sample-quality --config {params.config} --threads {threads} "
         "--dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed} "
         "--sampler {wildcards.sampler} --samples {input.samples} "
         "--reference {input.reference} {params.classifier} --out {output} > {log} 2>&1"
@@ -27,7 +28,7 @@ rule sample_quality:
 
 rule image_likelihood:
     input:
-        config=RESOLVED_CONFIG,
+        settings=stage_settings("likelihood"),
         checkpoint=rules.train_image_model.output.checkpoint,
         data=rules.prep_image_data.output.data,
     output:
@@ -44,9 +45,10 @@ rule image_likelihood:
         runtime=stage_resources("likelihood")["runtime"],
         gpu=stage_resources("likelihood")["gpu"],
     params:
+        config=RESOLVED_CONFIG,
         data_dir=image_data_dir,
     shell:
-        "qcsbm-bench image-likelihood --config {input.config} --threads {threads} "
+        "qcsbm-bench image-likelihood --config {params.config} --threads {threads} "
         "--dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed} "
         "--checkpoint {input.checkpoint} --data-dir {params.data_dir} --out {output} "
         "> {log} 2>&1"
@@ -54,7 +56,7 @@ rule image_likelihood:
 
 rule image_asymmetry:
     input:
-        config=RESOLVED_CONFIG,
+        settings=stage_settings("asymmetry"),
         checkpoint=rules.train_image_model.output.checkpoint,
         data=rules.prep_image_data.output.data,
     output:
@@ -71,9 +73,10 @@ rule image_asymmetry:
         runtime=stage_resources("asymmetry")["runtime"],
         gpu=stage_resources("asymmetry")["gpu"],
     params:
+        config=RESOLVED_CONFIG,
         data_dir=image_data_dir,
     shell:
-        "qcsbm-bench image-asymmetry --config {input.config} --threads {threads} "
+        "qcsbm-bench image-asymmetry --config {params.config} --threads {threads} "
         "--dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed} "
         "--checkpoint {input.checkpoint} --data-dir {params.data_dir} --out {output} "
         "> {log} 2>&1"

@@ -6,7 +6,7 @@ SHARD_NUMBERS = [f"{shard:04d}" for shard in range(SHARDS)]
 
 rule sample_image_shard:
     input:
-        config=RESOLVED_CONFIG,
+        settings=stage_settings("sample"),
         checkpoint=rules.train_image_model.output.checkpoint,
         data=rules.prep_image_data.output.data,
     output:
@@ -23,11 +23,12 @@ rule sample_image_shard:
         runtime=stage_resources("sample")["runtime"],
         gpu=stage_resources("sample")["gpu"],
     params:
+        config=RESOLVED_CONFIG,
         data_dir=image_data_dir,
         out_dir=lambda wildcards, output: str(Path(output[0]).parent),
         shards=SHARDS,
     shell:
-        "qcsbm-bench sample-images --config {input.config} --threads {threads} "
+        "qcsbm-bench sample-images --config {params.config} --threads {threads} "
         "--dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed} "
         "--sampler {wildcards.sampler} --checkpoint {input.checkpoint} --data-dir {params.data_dir} "
         "--shard {wildcards.shard} --shards {params.shards} --out-dir {params.out_dir} "
@@ -36,7 +37,6 @@ rule sample_image_shard:
 
 rule merge_image_samples:
     input:
-        config=RESOLVED_CONFIG,
         shards=expand(SHARD_FILE, shard=SHARD_NUMBERS, allow_missing=True),
     output:
         f"{RUN_DIR}/samples-{{sampler}}.npz",

@@ -26,6 +26,7 @@ rule train_image_model:
         runtime=stage_resources("train")["runtime"],
         gpu=stage_resources("train")["gpu"],
     params:
+        config=RESOLVED_CONFIG,
         launcher=TRAIN_LAUNCHER,
         data_dir=image_data_dir,
         out_dir=lambda wildcards, output: str(Path(output.checkpoint).parent),
@@ -33,6 +34,6 @@ rule train_image_model:
             f"--init-checkpoint {input.init}" if "init" in input.keys() else ""
         ),
     shell:
-        "{params.launcher} train-images --config {input.config} --threads {threads} "
+        "{params.launcher} train-images --config {params.config} --threads {threads} "
         "--dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed} "
         "--data-dir {params.data_dir} {params.init} --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,6 +1,6 @@
 rule sample:
     input:
-        config=RESOLVED_CONFIG,
+        settings=stage_settings("sample"),
         checkpoint=rules.train.output.checkpoint,
     output:
         f"{RUN_DIR}/samples-{{sampler}}.npz",
@@ -15,7 +15,9 @@ rule sample:
         mem_mb=stage_resources("sample")["mem_mb"],
         runtime=stage_resources("sample")["runtime"],
         gpu=stage_resources("sample")["gpu"],
+    params:
+        config=RESOLVED_CONFIG,
     shell:
-        "qcsbm-bench sample --config {input.config} --threads {threads} --dataset {wildcards.dataset} "
+        "qcsbm-bench sample --config {params.config} --threads {threads} --dataset {wildcards.dataset} "
         "--variant {wildcards.variant} --seed {wildcards.seed} --sampler {wildcards.sampler} "
         "--checkpoint {input.checkpoint} --out {output} > {log} 2>&1"

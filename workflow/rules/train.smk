@@ -1,6 +1,6 @@
 rule train:
     input:
-        config=RESOLVED_CONFIG,
+        settings=stage_settings("train"),
         data=rules.prep_data.output,
     output:
         checkpoint=f"{RUN_DIR}/checkpoint.pt",
@@ -18,8 +18,9 @@ rule train:
         runtime=stage_resources("train")["runtime"],
         gpu=stage_resources("train")["gpu"],
     params:
+        config=RESOLVED_CONFIG,
         out_dir=lambda wildcards, output: str(Path(output.checkpoint).parent),
     shell:
-        "qcsbm-bench train --config {input.config} --threads {threads} --dataset {wildcards.dataset} "
+        "qcsbm-bench train --config {params.config} --threads {threads} --dataset {wildcards.dataset} "
         "--variant {wildcards.variant} --seed {wildcards.seed} --data {input.data} "
         "--out-dir {params.out_dir} > {log} 2>&1"

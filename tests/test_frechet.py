@@ -217,6 +217,14 @@ def test_load_missing_file_raises(tmp_path: Path) -> None:
         load_statistics(tmp_path / "absent.npz")
 
 
+def test_load_truncated_file_raises(tmp_path: Path) -> None:
+    path = tmp_path / "cifar10_train.npz"
+    save_statistics(path, statistics_of(np.random.default_rng(3).normal(size=(30, 4)), **METADATA))
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"cifar10_train\.npz is corrupt or incomplete"):
+        load_statistics(path)
+
+
 def test_unlike_statistics_not_compared() -> None:
     rng = np.random.default_rng(12)
     reference = statistics_of(rng.normal(size=(40, 3)), **METADATA)

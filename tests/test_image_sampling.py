@@ -361,6 +361,17 @@ def test_nonfinite_samples_flagged(tmp_path: Path, sde: VESDE) -> None:
     assert not load_npz(merged.path)["finite"].any()
 
 
+def test_merge_names_truncated_shard(sde: VESDE, tmp_path: Path) -> None:
+    shards = [run_shard(gaussian_score(sde), sde, tmp_path, shard=k, n_shards=2) for k in (0, 1)]
+    data = shards[1].path.read_bytes()
+    shards[1].path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(ValueError, match="corrupt or incomplete") as error:
+        merge_shards([s.path for s in shards], tmp_path / "merged.npz", n_samples=7)
+    assert str(shards[1].path) in str(error.value)
+    assert "delete it and rerun its sample-images job" in str(error.value)
+    assert not (tmp_path / "merged.npz").exists()
+
+
 def test_merge_rejects_shard_without_flags(tmp_path: Path, sde: VESDE) -> None:
     result = run_shard(gaussian_score(sde), sde, tmp_path / "shards")
     arrays = load_npz(result.path)

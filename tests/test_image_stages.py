@@ -275,3 +275,108 @@ def test_truncated_checkpoint_names_path(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(ValueError, match=r"checkpoint\.pt is not a readable torch checkpoint"):
         load_checkpoint(path)
+
+
+def damage_npz(path: Path, damage: str) -> None:
+    """Damage an npz file the way a killed copy, a full disk or a bad sector would."""
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "flipped byte":
+        # Flip one byte inside the stored array data, which only the CRC-32 check catches.
+        position = data.index(bytes([7]) * 64) + 32
+        path.write_bytes(data[:position] + bytes([data[position] ^ 0xFF]) + data[position + 1 :])
+    elif damage == "npy":
+        np.save(path.with_suffix(".tmp.npy"), np.zeros(3))
+        path.write_bytes(path.with_suffix(".tmp.npy").read_bytes())
+    else:
+        raise AssertionError(f"unknown damage {damage!r}")
+
+
+def write_samples(path: Path, n_images: int = 4) -> None:
+    """Write a merged-samples file whose images are all 7, so their bytes can be found."""
+    np.savez(
+        path,
+        images=np.full((n_images, 1, 32, 32), 7, dtype=np.uint8),
+        finite=np.ones(n_images, dtype=bool),
+        nfe=np.array([11]),
+        seconds=np.array([1.0]),
+    )
+
+
+def test_load_npz_reads_requested_keys(tmp_path: Path) -> None:
+    from qcsbm_bench.artifacts import load_npz
+
+    path = tmp_path / "samples-pc.npz"
+    write_samples(path)
+    arrays = load_npz(path, ["images", "nfe"])
+    assert sorted(arrays) == ["images", "nfe"]
+    assert arrays["images"].shape == (4, 1, 32, 32)
+    assert (arrays["images"] == 7).all()
+    assert arrays["nfe"].tolist() == [11]
+    assert sorted(load_npz(path)) == ["finite", "images", "nfe", "seconds"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "flipped byte", "npy"])
+def test_load_npz_names_damaged_file(tmp_path: Path, damage: str) -> None:
+    from qcsbm_bench.artifacts import load_npz
+
+    path = tmp_path / "samples-pc.npz"
+    write_samples(path)
+    damage_npz(path, damage)
+    with pytest.raises(ValueError, match="corrupt or incomplete") as error:
+        load_npz(path, ["images"], producer="the merge-samples job")
+    assert str(path) in str(error.value)
+    assert "delete it and rerun the merge-samples job" in str(error.value)
+
+
+def test_load_npz_names_missing_key(tmp_path: Path) -> None:
+    from qcsbm_bench.artifacts import load_npz
+
+    path = tmp_path / "samples-pc.npz"
+    np.savez(path, images=np.zeros((2, 1, 8, 8), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"lacks the arrays \['finite', 'nfe'\]") as error:
+        load_npz(path, ["images", "finite", "nfe"], producer="the merge-samples job")
+    assert str(path) in str(error.value)
+    assert "rerun the merge-samples job" in str(error.value)
+    with pytest.raises(FileNotFoundError, match=r"absent\.npz not found; run the merge-samples"):
+        load_npz(tmp_path / "absent.npz", producer="the merge-samples job")
+
+
+def test_quality_names_damaged_inputs(tmp_path: Path) -> None:
+    from qcsbm_bench.image_quality import sample_quality_rows
+
+    samples = tmp_path / "samples-pc.npz"
+    write_samples(samples)
+    reference = tmp_path / "reference.npz"
+    np.savez(
+        reference,
+        mu=np.zeros(2),
+        sigma=np.eye(2),
+        metadata=json.dumps({"resolution": 32}),
+        real_features=np.full((64, 2), 7.0),
+    )
+    damage_npz(reference, "truncated")
+    # The config is never read: both files are loaded before any feature is computed.
+    with pytest.raises(ValueError, match=r"reference\.npz is corrupt or incomplete") as error:
+        sample_quality_rows({}, "photos", "usbm", 0, "pc", samples, reference, None)
+    assert "rerun the reference-features job" in str(error.value)
+
+    damage_npz(samples, "flipped byte")
+    with pytest.raises(ValueError, match=r"samples-pc\.npz is corrupt or incomplete") as error:
+        sample_quality_rows({}, "photos", "usbm", 0, "pc", samples, reference, None)
+    assert "rerun the merge-samples job" in str(error.value)
+
+
+def test_sample_grids_name_damaged_file(tmp_path: Path) -> None:
+    from qcsbm_bench.image_figures import plot_sample_grids
+
+    samples = tmp_path / "runs" / "digits" / "usbm" / "seed-0" / "samples-pc.npz"
+    samples.parent.mkdir(parents=True)
+    write_samples(samples)
+    damage_npz(samples, "truncated")
+    with pytest.raises(ValueError, match=r"samples-pc\.npz is corrupt or incomplete") as error:
+        plot_sample_grids([samples], tmp_path / "figures")
+    assert "rerun the merge-samples job" in str(error.value)

@@ -10,7 +10,8 @@ import hashlib
 import json
 import pickle
 import random
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,6 +56,53 @@ def file_sha256(path: Path) -> str:
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     with atomic_open(path.with_suffix(".npz"), "wb") as handle:
         np.savez(handle, **arrays)
+
+
+# Errors of np.load and zipfile on a truncated or damaged archive: BadZipFile for a cut-off
+# zip directory or a CRC mismatch, EOFError for an empty file, ValueError for a damaged array
+# header and OSError for a failed read.
+_NPZ_READ_ERRORS = (zipfile.BadZipFile, EOFError, ValueError, OSError)
+
+
+def _read_npz(path: Path, keys: Iterable[str] | None) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Return the array names in an .npz file and its arrays `keys`, none if one is missing."""
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise zipfile.BadZipFile("the file is a single .npy array, not an .npz archive")
+    with loaded as archive:
+        names = list(archive.files)
+        requested = list(names if keys is None else keys)
+        if not set(requested) <= set(names):
+            return names, {}
+        return names, {key: archive[key] for key in requested}
+
+
+def load_npz(
+    path: Path, keys: Iterable[str] | None = None, *, producer: str = "the job that writes it"
+) -> dict[str, np.ndarray]:
+    """Read the arrays `keys` (all arrays if None) of an .npz file into memory.
+
+    Raises FileNotFoundError for a missing file, and ValueError for a file that is not a
+    complete npz archive or lacks one of `keys`. Both messages name the file and tell the
+    user to rerun `producer`, the job that writes it (e.g. "the merge-samples job").
+    """
+    path = Path(path)
+    keys = None if keys is None else list(keys)
+    redo = f"delete it and rerun {producer} (Snakemake reruns the job of a missing file)"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run {producer} first")
+    try:
+        names, arrays = _read_npz(path, keys)
+    except _NPZ_READ_ERRORS as error:
+        raise ValueError(
+            f"{path} is corrupt or incomplete ({type(error).__name__}: {error}); {redo}"
+        ) from error
+    missing = sorted(set(keys or ()) - set(names))
+    if missing:
+        raise ValueError(
+            f"{path} is incomplete: it lacks the arrays {missing} (it has {sorted(names)}); {redo}"
+        )
+    return arrays
 
 
 class JsonlWriter:

@@ -8,10 +8,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from qcsbm_bench.artifacts import load_npz
 from qcsbm_bench.figures import plot_asymmetry_levels, save_figure
 from qcsbm_bench.grids import tile_grid
 from qcsbm_bench.published import IMAGE_DATASETS, VARIANTS
@@ -77,8 +77,8 @@ def plot_sample_grids(paths: Sequence[Path], out_dir: Path) -> list[Path]:
                 if match.empty:
                     ax.set_title(f"{dataset} {variant}: no samples", fontsize=8)
                     continue
-                with np.load(match["path"].iloc[0], allow_pickle=False) as archive:
-                    images = archive["images"]
+                samples = match["path"].iloc[0]
+                images = load_npz(samples, ["images"], producer="the merge-samples job")["images"]
                 grid = tile_grid(images, GRID_SIDE).transpose(1, 2, 0)
                 if grid.shape[2] == 1:
                     ax.imshow(grid[:, :, 0], cmap="gray", vmin=0, vmax=255)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from qcsbm_bench.artifacts import load_npz
 from qcsbm_bench.image_sampling import json_array, read_json_array, write_npz
 
 logger = logging.getLogger(__name__)
@@ -74,16 +75,7 @@ SHARD_ARRAYS = frozenset({"images", "finite", "indices", "batch_ids", "nfe", "se
 
 def _load_shard(shard_file: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Return a shard file's settings and its arrays."""
-    if not shard_file.is_file():
-        raise FileNotFoundError(f"shard file not found: {shard_file}; run its sample job")
-    with np.load(shard_file, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    missing = sorted(SHARD_ARRAYS - arrays.keys())
-    if missing:
-        raise ValueError(
-            f"shard file {shard_file} lacks the arrays {missing}; delete it and rerun its "
-            "sample job"
-        )
+    arrays = load_npz(shard_file, sorted(SHARD_ARRAYS), producer="its sample-images job")
     return read_json_array(arrays, "settings"), arrays
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from qcsbm_bench.artifacts import load_npz
 from qcsbm_bench.atomic import atomic_open
 from qcsbm_bench.image_config import feature_space
 from qcsbm_bench.image_evaluation import limit_images, metric_row, write_image_metric_rows
@@ -185,11 +186,13 @@ def sample_quality_rows(
     When any sample is NaN or inf the sampler has diverged, and the sample-quality rows are
     written empty, with the reason in their detail.
     """
-    with np.load(samples_path, allow_pickle=False) as archive:
-        images = archive["images"]
-        finite = archive["finite"]
-        nfe = float(np.mean(archive["nfe"]))
-        seconds = float(np.sum(archive["seconds"]))
+    samples = load_npz(
+        samples_path, ("images", "finite", "nfe", "seconds"), producer="the merge-samples job"
+    )
+    images = samples["images"]
+    finite = samples["finite"]
+    nfe = float(np.mean(samples["nfe"]))
+    seconds = float(np.sum(samples["seconds"]))
 
     rows: list[dict[str, Any]] = []
 
@@ -243,11 +246,15 @@ def _add_quality_rows(
     from qcsbm_bench.metrics.inception_score import inception_score
     from qcsbm_bench.metrics.precision_recall import prdc
 
-    with np.load(reference_path, allow_pickle=False) as archive:
-        reference = FeatureStatistics(
-            archive["mu"], archive["sigma"], json.loads(str(archive["metadata"]))
-        )
-        real_features = archive["real_features"]
+    archive = load_npz(
+        reference_path,
+        ("mu", "sigma", "metadata", "real_features"),
+        producer="the reference-features job",
+    )
+    reference = FeatureStatistics(
+        archive["mu"], archive["sigma"], json.loads(str(archive["metadata"]))
+    )
+    real_features = archive["real_features"]
 
     space = FeatureSpace(config, dataset, classifier)
     features, logits = space(images)

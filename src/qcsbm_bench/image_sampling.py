@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import shutil
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from qcsbm_bench.artifacts import derive_seed
+from qcsbm_bench.artifacts import derive_seed, load_npz
 from qcsbm_bench.atomic import atomic_open
 from qcsbm_bench.grids import PIL_MODES, write_png
 from qcsbm_bench.jacobian import ScoreFn
@@ -43,6 +42,8 @@ SAMPLER_OPTIONS = {
     "ode": ("rtol", "atol", "denoise", "t_min"),
 }
 QUANTISATION = "uint8 = round(255 * clip(x, 0, 1))"
+# The arrays of one saved batch under "<shard file>.parts/", as _sample_batch returns them.
+BATCH_ARRAYS = ("images", "finite", "indices", "batch_id", "nfe", "seconds", "settings")
 
 
 @dataclass(frozen=True)
@@ -191,11 +192,13 @@ def _load_saved_batch(path: Path, settings: Mapping[str, Any]) -> dict[str, np.n
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            saved = {key: archive[key] for key in archive.files}
+        saved = load_npz(path, BATCH_ARRAYS, producer="the shard's sample-images job")
         saved_settings = read_json_array(saved, "settings")
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        logger.warning("ignoring unreadable saved batch %s (%s); sampling it again", path, error)
+    except (OSError, ValueError) as error:
+        # The cause is the zip or format error. load_npz's own advice to rerun the job does
+        # not apply here, because the batch is sampled again at once.
+        reason = error.__cause__ or error
+        logger.warning("ignoring unreadable saved batch %s (%s); sampling it again", path, reason)
         return None
     if saved_settings != settings:
         logger.warning("ignoring saved batch %s: its settings differ; sampling it again", path)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import linalg
 
+from qcsbm_bench.artifacts import load_npz
 from qcsbm_bench.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
@@ -167,16 +168,12 @@ def save_statistics(path: Path, statistics: FeatureStatistics) -> None:
 
 def load_statistics(path: Path) -> FeatureStatistics:
     """Read statistics written by save_statistics."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"feature statistics not found: {path}; compute them first.")
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"mu", "sigma", "metadata"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path} lacks arrays {sorted(missing)}; recompute the statistics.")
-        return FeatureStatistics(
-            mu=data["mu"], sigma=data["sigma"], metadata=json.loads(str(data["metadata"]))
-        )
+    data = load_npz(
+        path, ("mu", "sigma", "metadata"), producer="the job that wrote these statistics"
+    )
+    return FeatureStatistics(
+        mu=data["mu"], sigma=data["sigma"], metadata=json.loads(str(data["metadata"]))
+    )
 
 
 def frechet_distance_between(

@@ -4,6 +4,8 @@ error when the Inception file is missing, and Tables 2 and 3 from per-run metric
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +243,70 @@ def test_tables_beside_published_values(tmp_path: Path) -> None:
     assert "detail" in tidy.columns
     # One per-level row per run: 2 seeds x (2 cifar10 variants + 2 digits variants).
     assert len(tidy[(tidy["metric"] == "asym") & tidy["t"].notna()]) == 8
+
+
+def keep_header(text: str) -> str:
+    return text.splitlines(keepends=True)[0]
+
+
+def cut_last_line(text: str) -> str:
+    return text[:-8]
+
+
+def drop_detail_column(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    return lines[0].replace(",detail", "") + "".join(lines[1:])
+
+
+def shorten_third_line(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    lines[2] = ",".join(lines[2].split(",")[:5]) + "\n"
+    return "".join(lines)
+
+
+def garble_value(text: str) -> str:
+    return text.replace(",3.0,", ",3.0x,", 1)
+
+
+def garble_seed(text: str) -> str:
+    return text.replace(",0,fid,", ",zero,fid,", 1)
+
+
+def empty_file(text: str) -> str:
+    return ""
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (keep_header, "has a header but no data rows"),
+        (cut_last_line, "ends inside line 4, which is cut off"),
+        (drop_detail_column, r"lacks the column\(s\) \['detail'\]"),
+        (shorten_third_line, "line 3 has 5 fields, but the header has 9"),
+        (garble_value, "line 2, column 'value': '3.0x' is not a number"),
+        (garble_seed, "line 2, column 'seed': 'zero' is not an integer"),
+        (empty_file, "is empty"),
+    ],
+)
+def test_aggregate_rejects_damaged_metrics(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    damage: Callable[[str], str],
+    message: str,
+) -> None:
+    values = {"nll": 3.4, "asym": 1e7, "nasym": 1e-3, "fid": 3.0}
+    paths = write_run(tmp_path / "runs", "cifar10", "usbm", 0, values)
+    damaged = next(path for path in paths if path.name == "quality-pc.csv")
+    damaged.write_text(damage(damaged.read_text()))
+    out_dir = tmp_path / "tables"
+
+    status = run_cli("aggregate-images", "--metrics", *paths, "--out-dir", out_dir)
+
+    assert status == 2
+    assert re.search(message, caplog.text), caplog.text
+    assert f"metrics file {damaged}" in caplog.text
+    assert "delete it and rerun the stage that wrote it" in caplog.text
+    assert not out_dir.exists()
 
 
 def test_diverged_samples_not_scored(

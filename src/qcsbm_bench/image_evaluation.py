@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -85,6 +86,80 @@ def write_image_metric_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> No
             if isinstance(value, float) and not math.isfinite(value):
                 cells["value"] = ""
             writer.writerow(cells)
+
+
+def _metric_cell_problem(cells: Mapping[str, str]) -> str | None:
+    """Return what is wrong with the cells of one metrics row, or None if nothing is."""
+    for column in ("dataset", "variant", "metric"):
+        if not cells[column].strip():
+            return f"column {column!r} is empty"
+    try:
+        int(cells["seed"])
+    except ValueError:
+        return f"column 'seed': {cells['seed']!r} is not an integer"
+    # An empty value is a NaN (a diverged sampler) and an empty t an average over levels.
+    for column in ("value", "t"):
+        text = cells[column].strip()
+        try:
+            float(text or "nan")
+        except ValueError:
+            return f"column {column!r}: {text!r} is not a number"
+    return None
+
+
+def check_image_metric_file(path: Path) -> None:
+    """Raise ValueError unless `path` is a complete metrics CSV as write_image_metric_rows writes.
+
+    A complete file is UTF-8 text that ends with a line break, has a header with all of
+    IMAGE_METRIC_COLUMNS, at least one data row, the header's number of fields on every
+    row, an integer seed and a number or an empty cell as value and t. The message names the
+    file, the line and the column.
+
+    NOTE: a file cut exactly at a line break passes, because the rows carry no count.
+    """
+    path = Path(path)
+    redo = (
+        "delete it and rerun the stage that wrote it (image-likelihood, image-asymmetry or "
+        "sample-quality); Snakemake reruns the job of a missing file"
+    )
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics file {path} not found; run the stage that writes it")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"metrics file {path} is not UTF-8 text ({error}); {redo}") from error
+    if not text:
+        raise ValueError(f"metrics file {path} is empty; {redo}")
+    # csv.writer ends every row with a line break, so a file without one was cut off.
+    if not text.endswith(("\n", "\r")):
+        line = text.count("\n") + 1
+        raise ValueError(f"metrics file {path} ends inside line {line}, which is cut off; {redo}")
+
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as error:
+        raise ValueError(
+            f"metrics file {path} is not valid CSV at line {reader.line_num} ({error}); {redo}"
+        ) from error
+    header = rows[0][1]
+    missing = [column for column in IMAGE_METRIC_COLUMNS if column not in header]
+    if missing:
+        raise ValueError(
+            f"metrics file {path} lacks the column(s) {missing} in its header {header}, "
+            f"expected {list(IMAGE_METRIC_COLUMNS)}; {redo}"
+        )
+    if len(rows) == 1:
+        raise ValueError(f"metrics file {path} has a header but no data rows; {redo}")
+    for line, row in rows[1:]:
+        where = f"metrics file {path}, line {line}"
+        if len(row) != len(header):
+            raise ValueError(
+                f"{where} has {len(row)} fields, but the header has {len(header)}; {redo}"
+            )
+        problem = _metric_cell_problem(dict(zip(header, row, strict=True)))
+        if problem is not None:
+            raise ValueError(f"{where}, {problem}; {redo}")
 
 
 def limit_images(images: np.ndarray, count: int | None) -> np.ndarray:

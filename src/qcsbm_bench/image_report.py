@@ -34,6 +34,7 @@ from qcsbm_bench.aggregate import (
     to_markdown,
 )
 from qcsbm_bench.atomic import atomic_open
+from qcsbm_bench.image_evaluation import check_image_metric_file
 from qcsbm_bench.published import CITATION, IMAGE_DATASETS, VARIANTS, published_results
 
 logger = logging.getLogger(__name__)
@@ -268,6 +269,8 @@ def add_aggregate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_aggregate(args: argparse.Namespace) -> None:
+    for path in args.metrics:
+        check_image_metric_file(path)
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = collect_metrics(args.metrics)

@@ -227,6 +227,26 @@ def test_png_files_match_npz_grey_and_rgb(sde: VESDE, tmp_path: Path) -> None:
         np.testing.assert_array_equal(pixels, images[5])
 
 
+def test_png_rerun_removes_stale_files(sde: VESDE, tmp_path: Path) -> None:
+    png_dir = tmp_path / "png"
+    run_shard(gaussian_score(sde), sde, tmp_path, n_samples=7, png=True)
+    png_dir.joinpath("notes.txt").write_text("kept")
+    png_dir.joinpath("ode-seed3-000006.png").write_bytes(b"another sampler")
+    png_dir.joinpath("pc-seed9-000000.png").write_bytes(b"an earlier seed")
+
+    # Shard 0 of 2 covers samples 0..1. Samples 2..3 belong to shard 1 of the new run, whose
+    # job overwrites them, so only the names that no shard of the new run writes go.
+    result = run_shard(gaussian_score(sde), sde, tmp_path, n_samples=4, n_shards=2, png=True)
+
+    assert result.indices.tolist() == [0, 1]
+    names = sorted(path.name for path in png_dir.iterdir())
+    expected = [png_name("pc", 3, i) for i in range(4)]
+    assert names == sorted([*expected, "notes.txt", "ode-seed3-000006.png"])
+    images = load_npz(result.path)["images"]
+    with Image.open(png_dir / png_name("pc", 3, 1)) as png:
+        np.testing.assert_array_equal(np.asarray(png)[None], images[1])
+
+
 def test_png_rejects_two_channels(sde: VESDE, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="png=True needs 1 or 3 channels"):
         run_shard(gaussian_score(sde), sde, tmp_path, shape=(2, 4, 4), png=True)

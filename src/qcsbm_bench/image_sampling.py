@@ -18,6 +18,7 @@ import inspect
 import json
 import logging
 import math
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -109,6 +110,28 @@ def shard_path(out_dir: Path, shard: int, n_shards: int) -> Path:
 def png_name(sampler: str, seed: int, index: int) -> str:
     """Return the PNG file name of one sample, "{sampler}-seed{seed}-{index:06d}.png"."""
     return f"{sampler}-seed{seed}-{index:06d}.png"
+
+
+def remove_stale_pngs(png_dir: Path, sampler: str, seed: int, n_samples: int) -> list[Path]:
+    """Delete the sampler's PNG files in png_dir that a run of n_samples does not write.
+
+    These are the files named "{sampler}-seed<seed>-<index>.png" (png_name) with another
+    seed or an index of n_samples or more, left by an earlier run. Files of other samplers
+    and files with other names are kept. Every shard job of a run writes into one folder,
+    so PNGs of indices below n_samples are kept for the shard that covers them to overwrite.
+    Returns the deleted paths.
+    """
+    pattern = re.compile(rf"{re.escape(sampler)}-seed\d+-\d{{6,}}\.png")
+    current = {png_name(sampler, seed, index) for index in range(n_samples)}
+    removed = []
+    for path in sorted(Path(png_dir).glob(f"{sampler}-seed*.png")):
+        if pattern.fullmatch(path.name) and path.name not in current:
+            # Another shard job of the same run may delete the same file at the same time.
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        logger.info("removed %d PNG files of an earlier run from %s", len(removed), png_dir)
+    return removed
 
 
 def resolve_sampler_options(sampler: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -283,7 +306,9 @@ def sample_shard(
 
     Writes out_dir/shard-{shard:04d}-of-{n_shards:04d}.npz with images uint8 (M, C, H, W),
     indices (M,), batch_ids, nfe and seconds per batch, and the settings as JSON. With
-    png=True it also writes out_dir/png/{sampler}-seed{seed}-{index:06d}.png per sample.
+    png=True it also writes out_dir/png/{sampler}-seed{seed}-{index:06d}.png per sample and
+    deletes the sampler's PNGs there that no shard of this run writes (remove_stale_pngs).
+    With png=False, out_dir/png is left as it is, with any PNGs of an earlier run.
     Batches saved under the shard file's ".parts" folder by an earlier, interrupted call
     with equal settings are loaded instead of sampled again. The folder is removed at the end.
 
@@ -346,6 +371,9 @@ def sample_shard(
         shard_info=json_array({"shard": shard, "n_shards": n_shards, "device": str(device)}),
     )
     if result.png_dir is not None:
+        # NOTE: until every shard job of this run has finished, the folder still contains an
+        # earlier run's PNGs of the indices that the other shards cover.
+        remove_stale_pngs(result.png_dir, sampler, seed, n_samples)
         for image, index in zip(images, result.indices, strict=True):
             write_png(image, result.png_dir / png_name(sampler, seed, int(index)))
     shutil.rmtree(parts_dir, ignore_errors=True)

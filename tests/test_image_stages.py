@@ -333,6 +333,57 @@ def test_diverged_samples_not_scored(
     assert float(rows.loc["nfe", "value"]) == 11.0
 
 
+@pytest.mark.parametrize("stage", ["sample-images", "image-likelihood", "image-asymmetry"])
+def test_stage_rejects_checkpoint_of_other_run(
+    inception_setup: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture, stage: str
+) -> None:
+    from qcsbm_bench.artifacts import save_checkpoint
+
+    # Only the run entries matter: they are checked before any weight is read.
+    checkpoint = tmp_path / "digits-checkpoint.pt"
+    save_checkpoint({"dataset": "digits", "variant": "usbm", "seed": 1}, checkpoint)
+    outputs = {
+        "sample-images": ["--sampler", "pc", "--out-dir", tmp_path / "samples"],
+        "image-likelihood": ["--out", tmp_path / "likelihood.csv"],
+        "image-asymmetry": ["--out", tmp_path / "asymmetry.csv"],
+    }
+    status = run_cli(
+        stage,
+        "--config", inception_setup["config"],
+        "--dataset", "photos", "--variant", "usbm", "--seed", "0",
+        "--checkpoint", checkpoint,
+        "--data-dir", inception_setup["data"],
+        *outputs[stage],
+    )  # fmt: skip
+    assert status == 2
+    assert f"checkpoint {checkpoint} is not from the expected run" in caplog.text
+    assert "dataset: 'digits' in the checkpoint, 'photos' expected" in caplog.text
+    assert "seed: 1 in the checkpoint, 0 expected" in caplog.text
+    assert not any(tmp_path.glob("*.csv"))
+    assert not (tmp_path / "samples").exists()
+
+
+def test_train_rejects_init_of_other_run(
+    inception_setup: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from qcsbm_bench.artifacts import save_checkpoint
+
+    checkpoint = tmp_path / "csbm-checkpoint.pt"
+    save_checkpoint({"dataset": "photos", "variant": "csbm", "seed": 0}, checkpoint)
+    status = run_cli(
+        "train-images",
+        "--config", inception_setup["config"],
+        "--dataset", "photos", "--variant", "qcsbm", "--seed", "0",
+        "--data-dir", inception_setup["data"],
+        "--init-checkpoint", checkpoint,
+        "--out-dir", tmp_path / "run",
+    )  # fmt: skip
+    assert status == 2
+    assert f"fine-tuning init checkpoint {checkpoint} is not from the expected run" in caplog.text
+    assert "variant: 'csbm' in the checkpoint, 'usbm' expected" in caplog.text
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
 def test_truncated_checkpoint_names_path(tmp_path: Path) -> None:
     from qcsbm_bench.artifacts import load_checkpoint, save_checkpoint
 

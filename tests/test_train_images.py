@@ -14,7 +14,7 @@ from ddp_worker import DATASET, fake_training_images, small_config
 from torch import nn
 
 import qcsbm_bench.train_images as train_images
-from qcsbm_bench.artifacts import load_checkpoint
+from qcsbm_bench.artifacts import load_checkpoint, save_checkpoint
 from qcsbm_bench.distributed import DistributedContext, rank_slice, rank_training_loss
 from qcsbm_bench.ema import ExponentialMovingAverage
 from qcsbm_bench.losses import training_loss
@@ -224,7 +224,7 @@ def test_checkpoint_loads_weights_only(images: Any, tmp_path: Path) -> None:
         assert not model.training
         saved = state["model" if weights == "raw" else "ema"]
         assert_same_tensors(model.state_dict(), saved, weights)
-    with pytest.raises(ValueError, match="contains a usbm model"):
+    with pytest.raises(ValueError, match="variant: 'usbm' in the checkpoint, 'csbm' expected"):
         train_images.load_image_model(small_config(), "csbm", out / "checkpoint.pt")
 
 
@@ -335,6 +335,43 @@ def test_finetune_rejects_mismatched_network(
     changed = {**small_config(), "sde": {**small_config()["sde"], "sigma_max": 20.0}}
     with pytest.raises(ValueError, match=r"sde\.sigma_max: 50\.0 in the checkpoint, 20\.0 now"):
         train(changed, "qcsbm", tmp_path / "sigma", init_checkpoint=usbm_checkpoint)
+
+
+def test_loaded_model_must_match_run(usbm_checkpoint: Path) -> None:
+    model = train_images.load_image_model(
+        small_config(), "usbm", usbm_checkpoint, dataset=DATASET, seed=0
+    )
+    assert not model.training
+    cases = [
+        ({"dataset": "photos", "seed": 0}, "dataset: 'fake' in the checkpoint, 'photos' expected"),
+        ({"dataset": DATASET, "seed": 1}, "seed: 0 in the checkpoint, 1 expected"),
+    ]
+    for run, message in cases:
+        with pytest.raises(ValueError, match=message) as error:
+            train_images.load_image_model(small_config(), "usbm", usbm_checkpoint, **run)
+        assert str(usbm_checkpoint) in str(error.value)
+
+
+def test_finetune_rejects_other_run(usbm_checkpoint: Path, tmp_path: Path) -> None:
+    source = load_checkpoint(usbm_checkpoint)
+    csbm_checkpoint = tmp_path / "csbm.pt"
+    save_checkpoint({**source, "variant": "csbm"}, csbm_checkpoint)
+    unlabelled_checkpoint = tmp_path / "unlabelled.pt"
+    save_checkpoint({k: v for k, v in source.items() if k != "seed"}, unlabelled_checkpoint)
+    cases = [
+        (DATASET, 1, usbm_checkpoint, "seed: 0 in the checkpoint, 1 expected"),
+        ("photos", 0, usbm_checkpoint, "dataset: 'fake' in the checkpoint, 'photos' expected"),
+        (DATASET, 0, csbm_checkpoint, "variant: 'csbm' in the checkpoint, 'usbm' expected"),
+        (DATASET, 0, unlabelled_checkpoint, "seed: no entry in the checkpoint, 0 expected"),
+    ]
+    for dataset, seed, init, message in cases:
+        out = tmp_path / f"{dataset}-{seed}-{init.stem}"
+        with pytest.raises(ValueError, match=message) as error:
+            train_images.train_image_run(
+                small_config(), dataset, "qcsbm", seed, out.parent, out, init_checkpoint=init
+            )
+        assert f"fine-tuning init checkpoint {init}" in str(error.value)
+        assert not (out / "checkpoint.pt").exists()
 
 
 def test_finetune_needs_flag(usbm_checkpoint: Path, tmp_path: Path) -> None:

@@ -191,6 +191,8 @@ def _load_run(args: argparse.Namespace, stage: str, weights: str) -> tuple[Any, 
         weights=weights,
         channels=meta["channels"],
         resolution=meta["resolution"],
+        dataset=args.dataset,
+        seed=args.seed,
     )
     return model, test, config
 

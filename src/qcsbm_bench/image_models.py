@@ -73,6 +73,32 @@ def check_network_settings(
         )
 
 
+def check_checkpoint_run(
+    state: Mapping[str, Any],
+    checkpoint: Path,
+    expected: Mapping[str, Any],
+    role: str = "checkpoint",
+) -> None:
+    """Raise ValueError naming each run entry where a checkpoint differs from `expected`.
+
+    The run entries are dataset, variant and seed, which train_state.final_checkpoint
+    stores. A checkpoint that lacks an expected entry is rejected too, because its run cannot
+    be checked. `role` names the checkpoint in the message (e.g. "fine-tuning init checkpoint").
+    """
+    differing = []
+    for key, value in expected.items():
+        if key not in state:
+            differing.append(f"{key}: no entry in the checkpoint, {value!r} expected")
+        elif state[key] != value:
+            differing.append(f"{key}: {state[key]!r} in the checkpoint, {value!r} expected")
+    if differing:
+        run = ", ".join(f"{key} {value!r}" for key, value in expected.items())
+        raise ValueError(
+            f"{role} {checkpoint} is not from the expected run (" + "; ".join(differing) + "); "
+            f"pass the checkpoint of {run}"
+        )
+
+
 def load_image_model(
     config: Mapping[str, Any],
     variant: str,
@@ -80,21 +106,24 @@ def load_image_model(
     weights: str = "ema",
     channels: int | None = None,
     resolution: int | None = None,
+    *,
+    dataset: str | None = None,
+    seed: int | None = None,
 ) -> ScoreModel:
     """Rebuild a trained image model from its final checkpoint, in eval mode.
 
     weights: "ema" (the averaged weights that sampling uses) or "raw" (the optimiser's).
-    channels and resolution default to the values stored in the checkpoint.
+    channels and resolution default to the values stored in the checkpoint. The checkpoint's
+    variant, and its dataset and seed unless they are None, must match the arguments, or
+    ValueError names the differing entries.
     """
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     state = load_checkpoint(checkpoint, map_location=config["device"])
-    saved_variant = state.get("variant")
-    if saved_variant is not None and saved_variant != variant:
-        raise ValueError(
-            f"checkpoint {checkpoint} contains a {saved_variant} model, not {variant}; pass "
-            f"variant {saved_variant!r} or the {variant} run's checkpoint"
-        )
+    expected_run = {"dataset": dataset, "variant": variant, "seed": seed}
+    check_checkpoint_run(
+        state, checkpoint, {key: value for key, value in expected_run.items() if value is not None}
+    )
     saved_config = state.get("config", {})
     channels = int(saved_config["channels"]) if channels is None else channels
     resolution = int(saved_config["resolution"]) if resolution is None else resolution

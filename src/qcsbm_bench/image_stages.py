@@ -176,6 +176,8 @@ def run_sample(args: argparse.Namespace) -> None:
         weights="ema",
         channels=shape[0],
         resolution=shape[1],
+        dataset=args.dataset,
+        seed=args.seed,
     )
     sample = config["sample"]
     options = dict(sample[args.sampler])

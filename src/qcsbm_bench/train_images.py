@@ -267,7 +267,9 @@ def _train(
         logger.info("resuming %s/%s/seed-%d at step %d", dataset, variant, seed, run.step)
     elif init_checkpoint is not None:
         expected = network_settings(config, channels, resolution)
-        from_init = start_from_checkpoint(run, init_checkpoint, expected, context.device)
+        from_init = start_from_checkpoint(
+            run, init_checkpoint, expected, context.device, dataset=dataset, seed=seed
+        )
         run.end_step = run.step + settings.finetune_steps
         run.origin = {
             "init_checkpoint": str(init_checkpoint),

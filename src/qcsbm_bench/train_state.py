@@ -20,7 +20,7 @@ from qcsbm_bench import distributed
 from qcsbm_bench.artifacts import load_checkpoint
 from qcsbm_bench.distributed import DistributedContext
 from qcsbm_bench.ema import ExponentialMovingAverage
-from qcsbm_bench.image_models import check_network_settings
+from qcsbm_bench.image_models import check_checkpoint_run, check_network_settings
 
 logger = logging.getLogger(__name__)
 
@@ -129,14 +129,25 @@ def start_from_checkpoint(
     init_checkpoint: Path,
     expected_network: Mapping[str, Any],
     device: torch.device,
+    *,
+    dataset: str,
+    seed: int,
 ) -> bool:
     """Load raw weights, EMA weights, step and (if saved) Adam state from a finished run.
 
+    The checkpoint must be the final checkpoint of the usbm run of the same dataset and seed,
+    with the network settings `expected_network`, or ValueError names what differs.
     Returns True if the optimiser state came from the checkpoint. The Adam moments are
     continued because a fresh Adam at the full learning rate moves every weight by about lr
     in its first updates. A checkpoint without them starts Adam afresh.
     """
     source = load_checkpoint(init_checkpoint, map_location=str(device))
+    check_checkpoint_run(
+        source,
+        init_checkpoint,
+        {"dataset": dataset, "variant": "usbm", "seed": seed},
+        role="fine-tuning init checkpoint",
+    )
     check_network_settings(source.get("config", {}), expected_network, init_checkpoint)
     run.model.load_state_dict(source["model"])
     run.ema.load_state_dict(source["ema"])

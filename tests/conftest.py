@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import pytest
 import torch
 from hypothesis import strategies as st
 from torch import Tensor, nn
@@ -89,3 +93,32 @@ def conv_cases(draw: st.DrawFn) -> FieldCase:
     x = torch.randn(2, channels, 4, 4)
     t = torch.rand(2)
     return FieldCase(field, x, t)
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """Return a read-only copy of `array`, as a memory-mapped prepared split is."""
+    copy = np.array(array)
+    copy.flags.writeable = False
+    return copy
+
+
+@pytest.fixture
+def reject_read_only_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make torch.from_numpy and torch.as_tensor raise on a read-only NumPy array.
+
+    torch shares memory with such an array and warns "The given NumPy array is not
+    writable", but only once per process, so a warning filter misses every later call.
+    """
+
+    def checked(convert: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        def convert_writable(data: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+            if isinstance(data, np.ndarray) and not data.flags.writeable:
+                raise AssertionError(
+                    f"torch.{convert.__name__} got a read-only array of shape {data.shape}"
+                )
+            return convert(data, *args, **kwargs)
+
+        return convert_writable
+
+    monkeypatch.setattr(torch, "from_numpy", checked(torch.from_numpy))
+    monkeypatch.setattr(torch, "as_tensor", checked(torch.as_tensor))

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import read_only
 from sklearn.datasets import load_digits
 
 from qcsbm_bench.metrics.classifier import (
@@ -107,6 +108,15 @@ def test_features_independent_of_batch_size(trained: tuple) -> None:
         classifier_features(model, test_images, batch_size=512),
         rtol=1e-5,
         atol=1e-4,
+    )
+
+
+@pytest.mark.usefixtures("reject_read_only_arrays")
+def test_features_of_read_only_images(trained: tuple) -> None:
+    model, _, _, test_images = trained
+    np.testing.assert_array_equal(
+        classifier_features(model, read_only(test_images), batch_size=7),
+        classifier_features(model, test_images, batch_size=7),
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import read_only
 from PIL import Image
 from torch import Tensor
 
@@ -175,6 +176,20 @@ def test_gaussian_score_has_zero_asymmetry(sde: VESDE) -> None:
         assert row["n"] == 5
         # NAsym is Asym relative to v^T J J^T v, the estimate of ||J||_F^2.
         assert abs(row["nasym"]) < 1e-10
+
+
+@pytest.mark.usefixtures("reject_read_only_arrays")
+def test_metrics_take_read_only_images(sde: VESDE) -> None:
+    shape = (1, 4, 4)
+    images = random_images(4, shape, seed=5)
+    score = GaussianImageScore(sde, image_mean(shape))
+    arguments = {"n_levels": 2, "batch_size": 2, "seed": 0, "dtype": torch.float64}
+    rows = asymmetry_by_level(score, read_only(images), **arguments)
+    assert rows == asymmetry_by_level(score, images, **arguments)
+
+    dequantised = dequantise(read_only(images), torch.Generator().manual_seed(1))
+    expected = dequantise(images, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(dequantised, expected, rtol=0, atol=0)
 
 
 class RecordingScore(GaussianImageScore):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from cleanfid.inception_torchscript import InceptionV3W
 from cleanfid.resize import build_resizer
+from conftest import read_only
 from torch import Tensor, nn
 
 from qcsbm_bench.metrics.inception import (
@@ -189,6 +190,17 @@ def test_batching_is_samplewise(weights_file: Path, mode: str) -> None:
     )
     uneven = extractor(images, batch_size=4)
     np.testing.assert_allclose(whole.features, uneven.features, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.usefixtures("reject_read_only_arrays")
+@pytest.mark.parametrize("mode", ["clean", "legacy_tensorflow"])
+def test_read_only_images_accepted(weights_file: Path, mode: str) -> None:
+    extractor = load_inception(weights_file, sha256=None, mode=mode)
+    images = random_images(3, seed=7)
+    outputs = extractor(read_only(images))
+    expected = extractor(images)
+    np.testing.assert_array_equal(outputs.features, expected.features)
+    np.testing.assert_array_equal(outputs.logits, expected.logits)
 
 
 def test_grey_images_repeat_to_rgb(weights_file: Path) -> None:

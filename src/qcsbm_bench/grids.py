@@ -39,6 +39,17 @@ def check_uint8_images(images: np.ndarray | torch.Tensor, name: str = "images") 
     return array
 
 
+def pixel_tensor(images: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """Convert a uint8 array to a new CPU tensor of the float `dtype`, with values 0..255.
+
+    NumPy converts the array, so its one copy is the float array that torch then shares.
+    torch.from_numpy on the uint8 array itself would warn for a read-only array, such as a
+    memory-mapped prepared split.
+    """
+    numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    return torch.from_numpy(np.asarray(images).astype(numpy_dtype))
+
+
 def to_pil_image(image: np.ndarray) -> Image.Image:
     """Convert one uint8 image (C, H, W) with C = 1 or 3 to a PIL image ("L" or "RGB")."""
     if image.ndim != 3 or image.dtype != np.uint8:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from qcsbm_bench.artifacts import derive_seed
 from qcsbm_bench.asymmetry import asymmetry_hutchinson
-from qcsbm_bench.grids import check_uint8_images
+from qcsbm_bench.grids import check_uint8_images, pixel_tensor
 from qcsbm_bench.jacobian import ScoreFn
 from qcsbm_bench.sde import SDE, draw
 
@@ -69,7 +69,7 @@ def asymmetry_by_level(
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    clean = torch.as_tensor(images).to(device=device, dtype=dtype) / 255.0
+    clean = pixel_tensor(images, dtype).to(device) / 255.0
     n_images = clean.shape[0]
     rows = []
     for level, t_value in enumerate(tqdm(level_times(n_levels, t_min), disable=not progress)):

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from qcsbm_bench.artifacts import derive_seed
-from qcsbm_bench.grids import check_uint8_images
+from qcsbm_bench.grids import check_uint8_images, pixel_tensor
 from qcsbm_bench.jacobian import ScoreFn
 from qcsbm_bench.likelihood import bits_per_dim, ode_nll
 from qcsbm_bench.sde import SDE, draw
@@ -44,7 +44,7 @@ def dequantise(
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """Return x = (k + u) / 256, u ~ U[0, 1), for uint8 images k (B, C, H, W); x in [0, 1)."""
-    pixels = torch.as_tensor(check_uint8_images(images)).to(torch.float64)
+    pixels = pixel_tensor(check_uint8_images(images), torch.float64)
     noise = draw("uniform", tuple(pixels.shape), generator, torch.float64, "cpu")
     return ((pixels + noise) / N_BINS).to(device=device, dtype=dtype)
 

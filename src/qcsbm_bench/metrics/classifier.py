@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from qcsbm_bench.artifacts import load_checkpoint, save_checkpoint
+from qcsbm_bench.grids import pixel_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def _validate_images(images: np.ndarray) -> np.ndarray:
 
 def _to_model_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
     # Maps uint8 [0, 255] to [-1, 1].
-    return torch.from_numpy(images).to(device=device, dtype=MODEL_DTYPE) / 127.5 - 1.0
+    return pixel_tensor(images, MODEL_DTYPE).to(device) / 127.5 - 1.0
 
 
 @torch.no_grad()

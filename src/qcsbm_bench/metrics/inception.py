@@ -33,6 +33,7 @@ from cleanfid.resize import build_resizer
 from tqdm import tqdm
 
 from qcsbm_bench.artifacts import file_sha256
+from qcsbm_bench.grids import pixel_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class InceptionExtractor:
             x = self._clean_input(batch).to(self.device)
             features = self.base.layers((x - 128.0) / 128.0)
         else:
-            x = torch.from_numpy(batch).to(self.device, torch.float32)
+            x = pixel_tensor(batch, torch.float32).to(self.device)
             features = self.base(x, return_features=True)
         return features.reshape(batch.shape[0], FEATURE_DIM)
 

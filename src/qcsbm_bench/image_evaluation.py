@@ -110,10 +110,10 @@ def _metric_cell_problem(cells: Mapping[str, str]) -> str | None:
 def check_image_metric_file(path: Path) -> None:
     """Raise ValueError unless `path` is a complete metrics CSV as write_image_metric_rows writes.
 
-    A complete file is UTF-8 text that ends with a line break, has a header with all of
-    IMAGE_METRIC_COLUMNS, at least one data row, the header's number of fields on every
-    row, an integer seed and a number or an empty cell as value and t. The message names the
-    file, the line and the column.
+    A complete file is UTF-8 text that ends with a line break. Its header has all of
+    IMAGE_METRIC_COLUMNS, and at least one data row follows. Every row has the header's
+    number of fields, an integer seed, and a number or an empty cell as value and t. The
+    message names the file, the line and the column.
 
     NOTE: a file cut exactly at a line break passes, because the rows carry no count.
     """

@@ -246,15 +246,15 @@ def _add_quality_rows(
     from qcsbm_bench.metrics.inception_score import inception_score
     from qcsbm_bench.metrics.precision_recall import prdc
 
-    archive = load_npz(
+    stored = load_npz(
         reference_path,
         ("mu", "sigma", "metadata", "real_features"),
         producer="the reference-features job",
     )
     reference = FeatureStatistics(
-        archive["mu"], archive["sigma"], json.loads(str(archive["metadata"]))
+        stored["mu"], stored["sigma"], json.loads(str(stored["metadata"]))
     )
-    real_features = archive["real_features"]
+    real_features = stored["real_features"]
 
     space = FeatureSpace(config, dataset, classifier)
     features, logits = space(images)

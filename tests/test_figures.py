@@ -136,7 +136,17 @@ def test_score_field_shape_error(tmp_path: Path) -> None:
 def test_score_field_missing_array(tmp_path: Path) -> None:
     path = tmp_path / "no-grid.npz"
     np.savez(path, t=np.array([0.1]), score=np.zeros((1, 4, 2)), grid_size=np.array(2))
-    with pytest.raises(ValueError, match=r"no-grid\.npz has no array\(s\) grid"):
+    with pytest.raises(
+        ValueError, match=r"no-grid\.npz is incomplete: it lacks the arrays \['grid'\]"
+    ):
+        load_score_field(path)
+
+
+def test_score_field_truncated_file(tmp_path: Path) -> None:
+    path = tmp_path / "field.npz"
+    np.savez(path, grid=np.zeros((4, 2)), t=np.array([0.1]), score=np.zeros((1, 4, 2)))
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ValueError, match=r"field\.npz is corrupt or incomplete"):
         load_score_field(path)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from qcsbm_bench.artifacts import DTYPES, derive_seed, save_npz
+from qcsbm_bench.artifacts import DTYPES, derive_seed, load_npz, save_npz
 from qcsbm_bench.asymmetry import asymmetry_exact
 from qcsbm_bench.atomic import atomic_open
 from qcsbm_bench.data.toy2d import load_toy_dataset
@@ -140,16 +140,22 @@ def evaluate_toy_run(
 
     k = eval_config["precision_recall"]["k"]
     for sampler, path in sample_paths.items():
-        with np.load(path) as archive:
-            for key, expected in (("sampler", sampler), ("variant", variant), ("dataset", dataset)):
-                if key in archive.files and str(archive[key]) != expected:
-                    raise ValueError(
-                        f"{path} contains {key} {str(archive[key])!r}, expected {expected!r}; pass "
-                        "the run's samples-<sampler>.npz files in sample.samplers order"
-                    )
-            samples = torch.as_tensor(archive["samples"], dtype=dtype)
-            nfe = int(archive["nfe"])
-            seconds = float(archive["seconds"])
+        archive = load_npz(path, producer="the sample job")
+        for key, expected in (("sampler", sampler), ("variant", variant), ("dataset", dataset)):
+            if key in archive and str(archive[key]) != expected:
+                raise ValueError(
+                    f"{path} contains {key} {str(archive[key])!r}, expected {expected!r}; pass "
+                    "the run's samples-<sampler>.npz files in sample.samplers order"
+                )
+        missing = sorted({"samples", "nfe", "seconds"} - set(archive))
+        if missing:
+            raise ValueError(
+                f"{path} is incomplete: it lacks the arrays {missing}; delete it and rerun the "
+                "sample job"
+            )
+        samples = torch.as_tensor(archive["samples"], dtype=dtype)
+        nfe = int(archive["nfe"])
+        seconds = float(archive["seconds"])
         real = test[: samples.shape[0]].cpu()
         for metric, value in precision_recall(real, samples, k=k).items():
             add(metric, value, sampler=sampler)

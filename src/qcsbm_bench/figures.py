@@ -32,6 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from qcsbm_bench.aggregate import collect_metrics
+from qcsbm_bench.artifacts import load_npz
 from qcsbm_bench.published import TOY_DATASETS, VARIANTS
 
 logger = logging.getLogger(__name__)
@@ -104,19 +105,8 @@ def _log_floor(values: np.ndarray, max_decades: int = MAX_LOG_DECADES) -> float:
     return float(10.0 ** max(below_smallest, range_limit))
 
 
-def _load_npz(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        missing = [name for name in names if name not in archive.files]
-        if missing:
-            raise ValueError(
-                f"File {path} has no array(s) {', '.join(missing)}; it contains "
-                f"{', '.join(archive.files) or 'nothing'}. Rerun the stage that wrote it."
-            )
-        return {name: np.asarray(archive[name]) for name in names}
-
-
 def _load_points(path: Path, name: str) -> np.ndarray:
-    points = _load_npz(path, [name])[name]
+    points = load_npz(path, [name])[name]
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(
             f"Array {name!r} in {path} has shape {points.shape}; expected (N, 2) points."
@@ -139,7 +129,7 @@ class ScoreField:
 
 def load_score_field(path: Path) -> ScoreField:
     """Load and validate a field.npz file with arrays grid, t, score and grid_size."""
-    arrays = _load_npz(path, ["grid", "t", "score", "grid_size"])
+    arrays = load_npz(path, ["grid", "t", "score", "grid_size"])
     grid_size = int(arrays["grid_size"])
     points = grid_size * grid_size
     grid, levels, score = arrays["grid"], arrays["t"].reshape(-1), arrays["score"]

@@ -276,6 +276,18 @@ def test_changed_settings_start_afresh(
         )
 
 
+def test_changed_data_starts_afresh(
+    images: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    images.meta["sha256"] = {"train.npy": "0" * 64}
+    out = tmp_path / "run"
+    kill_at_step(small_config(), "usbm", out, 4, monkeypatch)
+    images.meta["sha256"] = {"train.npy": "1" * 64}
+    summary = train(small_config(), "usbm", out)
+    assert summary["resumed_from_step"] is None
+    assert "differing: data_sha256" in caplog.text
+
+
 # Fine-tuning
 
 

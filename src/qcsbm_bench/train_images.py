@@ -253,7 +253,7 @@ def _train(
     run = _build_training_state(config, settings, dataset, variant, seed, data, context)
 
     init_digest = None if init_checkpoint is None else file_sha256(init_checkpoint)
-    fingerprint = run_settings(config, dataset, variant, seed, init_digest)
+    fingerprint = run_settings(config, dataset, variant, seed, init_digest, data.meta.get("sha256"))
     state_path = out_dir / STATE_FILE
     resumed_from_step = None
     state = None

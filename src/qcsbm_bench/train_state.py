@@ -33,9 +33,18 @@ ORIGIN_KEYS = ("init_checkpoint", "init_step", "optimizer_from_init")
 
 
 def run_settings(
-    config: Mapping[str, Any], dataset: str, variant: str, seed: int, init_digest: str | None
+    config: Mapping[str, Any],
+    dataset: str,
+    variant: str,
+    seed: int,
+    init_digest: str | None,
+    data_digests: Mapping[str, str] | None,
 ) -> dict[str, Any]:
-    """Return the settings that a resumable state must share with the run that resumes it."""
+    """Return the settings that a resumable state must share with the run that resumes it.
+
+    data_digests are the sha256 digests of the prepared arrays (meta.json's "sha256"), so a
+    state trained on another split of the data is not resumed.
+    """
     train_config = {k: v for k, v in config["train"].items() if k not in CADENCE_KEYS}
     settings = {
         "sde": config["sde"],
@@ -46,6 +55,7 @@ def run_settings(
         "variant": variant,
         "seed": seed,
         "init_checkpoint_sha256": init_digest,
+        "data_sha256": None if data_digests is None else dict(data_digests),
     }
     normalised: dict[str, Any] = json.loads(json.dumps(settings, sort_keys=True))
     return normalised

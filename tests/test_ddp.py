@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from ddp_worker import DATASET, DDP_VARIANTS, fake_training_images, small_config
 
 import qcsbm_bench.train_images as train_images
 from qcsbm_bench.artifacts import load_checkpoint
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+ROOT = WORKER.parents[1]
 # Two processes sum the same per-sample gradients in another order. In float64, 6 steps of
 # these runs agreed to 2e-14 absolute (6e-13 relative to a tensor's largest entry), and the
 # tolerance leaves a wide margin above that.
@@ -75,3 +77,28 @@ def test_two_processes_match_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                 )
         ddp_summary = (tmp_path / "ddp" / variant / "run.json").read_text()
         assert '"world_size": 2' in ddp_summary
+
+
+@pytest.mark.slow
+def test_train_cli_starts_torchrun(tmp_path: Path) -> None:
+    from qcsbm_bench.cli import main
+    from qcsbm_bench.data.images import prepare_image_dataset
+
+    data_dir = tmp_path / "data"
+    prepare_image_dataset("digits", data_dir, root=None, download=False, seed=1, options={})
+    config = yaml.safe_load((ROOT / "workflow/config/images-smoke.yaml").read_text())
+    config["train"].update(processes=2, batch_size=4, steps={"default": 2})
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    status = main(
+        [
+            "train-images", "--config", str(config_path), "--threads", "1",
+            "--dataset", "digits", "--variant", "usbm", "--seed", "0",
+            "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "run"),
+        ]
+    )  # fmt: skip
+    assert status == 0
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert summary["world_size"] == 2
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2

@@ -96,7 +96,7 @@ def test_usbm_control_fine_tunes_without_penalty(paper_dir: Path) -> None:
     assert any("sample-quality" in line for line in control)
 
 
-def test_multi_process_training_uses_torchrun(paper_dir: Path) -> None:
+def test_multi_process_training_requests_gpus(paper_dir: Path) -> None:
     override = paper_dir / "two-gpus.yaml"
     config = yaml.safe_load((ROOT / "workflow" / "config" / "paper.yaml").read_text())
     config["train"]["processes"] = 2
@@ -105,7 +105,8 @@ def test_multi_process_training_uses_torchrun(paper_dir: Path) -> None:
     result = snakemake(paper_dir, str(override), "--dry-run", "--printshellcmds")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert "torchrun --standalone --nproc-per-node 2 -m qcsbm_bench.cli train-images" in output
+    # train-images starts torchrun itself from train.processes (tests/test_ddp.py).
+    assert "qcsbm-bench train-images --config" in output
     assert re.search(r"rule train_image_model:.*?gpu=2", output, flags=re.DOTALL)
 
 
@@ -178,3 +179,30 @@ def test_image_smoke_rerun_does_nothing(smoke_dir: Path) -> None:
     result = snakemake(smoke_dir, "workflow/config/images-smoke.yaml", "--dry-run")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_image_smoke_execution_keys_rerun_nothing(smoke_dir: Path) -> None:
+    config = yaml.safe_load((smoke_dir / "workflow/config/images-smoke.yaml").read_text())
+    config["train"]["processes"] = 2
+    config["train"]["checkpoint_every"] = 3
+    config["data"]["root"] = "elsewhere"
+    config["progress"] = True
+    (smoke_dir / "execution.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(smoke_dir, "execution.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_image_smoke_likelihood_key_reruns_likelihood(smoke_dir: Path) -> None:
+    # The dry run rewrites the likelihood settings files, so it runs after the tests above.
+    config = yaml.safe_load((smoke_dir / "workflow/config/images-smoke.yaml").read_text())
+    config["evaluate"]["nll"]["repeats"] = 2
+    (smoke_dir / "likelihood.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(smoke_dir, "likelihood.yaml", "--dry-run")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    counts = job_counts(output)
+    assert counts["image_likelihood"] == 6
+    assert set(counts) == {"image_likelihood", "image_aggregate", "image_figures", "all", "total"}

@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -124,16 +127,44 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, required=True, help="run folder")
 
 
-def run_train(args: argparse.Namespace) -> None:
+def torchrun_command(args: argparse.Namespace, processes: int) -> list[str]:
+    """Return the torchrun command that runs this train-images call in `processes` processes."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--standalone", "--nproc-per-node", str(processes),
+        "-m", "qcsbm_bench.cli", "train-images",
+        "--config", str(args.config),
+        "--dataset", args.dataset, "--variant", args.variant, "--seed", str(args.seed),
+        "--data-dir", str(args.data_dir), "--out-dir", str(args.out_dir),
+    ]  # fmt: skip
+    if args.threads is not None:
+        command += ["--threads", str(args.threads)]
+    if args.init_checkpoint is not None:
+        command += ["--init-checkpoint", str(args.init_checkpoint)]
+    return command
+
+
+def run_train(args: argparse.Namespace) -> int:
     from qcsbm_bench.train_images import train_image_run
 
     config = load_image_config(args.config, "train", args.dataset)
-    configure_threads(config, "train", args.threads)
     if finetuned_from_usbm(config, args.variant) and args.init_checkpoint is None:
         raise ConfigError(
             f"train.finetune.{args.variant} is true, so --init-checkpoint must name the usbm "
             "run's checkpoint.pt"
         )
+    processes = config["train"]["processes"]
+    if processes > 1 and "WORLD_SIZE" not in os.environ:
+        # The job reads train.processes from the config at run time rather than from its
+        # command line, so changing it does not make Snakemake rerun finished training.
+        command = torchrun_command(args, processes)
+        logger.info("starting %d training processes: %s", processes, " ".join(command))
+        status = subprocess.run(command, check=False).returncode
+        if status != 0:
+            logger.error("torchrun with %d processes failed with exit code %d", processes, status)
+        return status
+
+    configure_threads(config, "train", args.threads)
     train_image_run(
         run_config(config, args.dataset, args.variant),
         args.dataset,
@@ -144,6 +175,7 @@ def run_train(args: argparse.Namespace) -> None:
         init_checkpoint=args.init_checkpoint,
         progress=config["progress"],
     )
+    return 0
 
 
 # sample-images

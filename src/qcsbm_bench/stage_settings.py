@@ -28,9 +28,10 @@ logger = logging.getLogger(__name__)
 STRICT_ENVIRONMENT_VARIABLE = "QCSBM_STRICT_STAGE_KEYS"
 
 # Keys that change where or how a job runs but not its results, so no job reruns when they
-# change. Two of them need a reason: a resumed run ends bit for bit like an uninterrupted
-# one, whatever train.checkpoint_every is, and any train.processes gives the same global
-# batch, so the same result within float tolerance.
+# change. Two of them need a reason. A resumed run ends bit for bit like an uninterrupted
+# one, whatever train.checkpoint_every is. Any train.processes trains on the same global
+# batches, so without dropout the result agrees within float tolerance. With dropout each
+# rank draws its own masks, so the weights differ like those of another dropout seed.
 EXECUTION_KEYS = (
     "resources",
     "container",

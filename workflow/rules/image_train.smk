@@ -1,12 +1,3 @@
-TRAIN_PROCESSES = config["train"]["processes"]
-# Data-parallel training: torchrun starts one process per GPU (or CPU worker) on one node.
-TRAIN_LAUNCHER = (
-    f"torchrun --standalone --nproc-per-node {TRAIN_PROCESSES} -m qcsbm_bench.cli"
-    if TRAIN_PROCESSES > 1
-    else "qcsbm-bench"
-)
-
-
 rule train_image_model:
     input:
         unpack(image_train_inputs),
@@ -27,13 +18,12 @@ rule train_image_model:
         gpu=stage_resources("train")["gpu"],
     params:
         config=RESOLVED_CONFIG,
-        launcher=TRAIN_LAUNCHER,
         data_dir=image_data_dir,
         out_dir=lambda wildcards, output: str(Path(output.checkpoint).parent),
         init=lambda wildcards, input: (
             f"--init-checkpoint {input.init}" if "init" in input.keys() else ""
         ),
     shell:
-        "{params.launcher} train-images --config {params.config} --threads {threads} "
+        "qcsbm-bench train-images --config {params.config} --threads {threads} "
         "--dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed} "
         "--data-dir {params.data_dir} {params.init} --out-dir {params.out_dir} > {log} 2>&1"

@@ -44,6 +44,24 @@ def test_train_writes_outputs(setup: tuple[dict, Path], tmp_path: Path) -> None:
     assert state["step"] == 40
 
 
+def test_loader_rejects_checkpoint_of_other_run(setup: tuple[dict, Path], tmp_path: Path) -> None:
+    config, data = setup
+    checkpoint = tmp_path / "run" / train_module.CHECKPOINT_FILE
+    train_module.train_run(config, "8gaussians", "usbm", 0, data, checkpoint.parent)
+    assert load_checkpoint(checkpoint)["seed"] == 0
+    model = train_module.load_toy_model(config, "usbm", checkpoint, "8gaussians", 0)
+    assert not model.training
+
+    cases = [
+        (("usbm", "spirals", 0), "dataset: '8gaussians' in the checkpoint, 'spirals' expected"),
+        (("usbm", "8gaussians", 3), "seed: 0 in the checkpoint, 3 expected"),
+        (("qcsbm", "8gaussians", 0), "variant: 'usbm' in the checkpoint, 'qcsbm' expected"),
+    ]
+    for (variant, dataset, seed), message in cases:
+        with pytest.raises(ValueError, match=message):
+            train_module.load_toy_model(config, variant, checkpoint, dataset, seed)
+
+
 def test_usbm_has_no_penalty(setup: tuple[dict, Path], tmp_path: Path) -> None:
     config, data = setup
     out = tmp_path / "run"

@@ -105,6 +105,32 @@ def load_npz(
     return arrays
 
 
+def check_checkpoint_run(
+    state: Mapping[str, Any],
+    checkpoint: Path,
+    expected: Mapping[str, Any],
+    role: str = "checkpoint",
+) -> None:
+    """Raise ValueError naming each run entry where a checkpoint differs from `expected`.
+
+    The run entries are dataset, variant and seed, which train_state.final_checkpoint
+    stores. A checkpoint that lacks an expected entry is rejected too, because its run cannot
+    be checked. `role` names the checkpoint in the message (e.g. "fine-tuning init checkpoint").
+    """
+    differing = []
+    for key, value in expected.items():
+        if key not in state:
+            differing.append(f"{key}: no entry in the checkpoint, {value!r} expected")
+        elif state[key] != value:
+            differing.append(f"{key}: {state[key]!r} in the checkpoint, {value!r} expected")
+    if differing:
+        run = ", ".join(f"{key} {value!r}" for key, value in expected.items())
+        raise ValueError(
+            f"{role} {checkpoint} is not from the expected run (" + "; ".join(differing) + "); "
+            f"pass the checkpoint of {run}"
+        )
+
+
 class JsonlWriter:
     """Append one JSON object per line and flush, so a crash loses at most one row."""
 

@@ -89,7 +89,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     config = stage_view(load_config(args.config), "sample", args.dataset)
     _configure_threads(config, "sample", args.threads)
-    model = load_toy_model(config, args.variant, args.checkpoint)
+    model = load_toy_model(config, args.variant, args.checkpoint, args.dataset, args.seed)
     sample_config = config["sample"]
     seed = derive_seed(args.seed, args.dataset, args.variant, "sample", args.sampler)
     result = SAMPLERS[args.sampler](
@@ -122,7 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     config = stage_view(load_config(args.config), "evaluate", args.dataset)
     _configure_threads(config, "evaluate", args.threads)
-    model = load_toy_model(config, args.variant, args.checkpoint)
+    model = load_toy_model(config, args.variant, args.checkpoint, args.dataset, args.seed)
     samplers = config["sample"]["samplers"]
     if len(args.samples) != len(samplers):
         raise ConfigError(

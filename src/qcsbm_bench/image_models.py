@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from qcsbm_bench.artifacts import DTYPES, load_checkpoint
+from qcsbm_bench.artifacts import DTYPES, check_checkpoint_run, load_checkpoint
 from qcsbm_bench.networks import build_image_net
 from qcsbm_bench.scores import ScoreModel, build_score_model
 from qcsbm_bench.sde import VESDE
@@ -70,32 +70,6 @@ def check_network_settings(
             f"checkpoint {checkpoint} was trained with other network settings ("
             + "; ".join(differing)
             + "); use the config that trained it or pick a matching checkpoint"
-        )
-
-
-def check_checkpoint_run(
-    state: Mapping[str, Any],
-    checkpoint: Path,
-    expected: Mapping[str, Any],
-    role: str = "checkpoint",
-) -> None:
-    """Raise ValueError naming each run entry where a checkpoint differs from `expected`.
-
-    The run entries are dataset, variant and seed, which train_state.final_checkpoint
-    stores. A checkpoint that lacks an expected entry is rejected too, because its run cannot
-    be checked. `role` names the checkpoint in the message (e.g. "fine-tuning init checkpoint").
-    """
-    differing = []
-    for key, value in expected.items():
-        if key not in state:
-            differing.append(f"{key}: no entry in the checkpoint, {value!r} expected")
-        elif state[key] != value:
-            differing.append(f"{key}: {state[key]!r} in the checkpoint, {value!r} expected")
-    if differing:
-        run = ", ".join(f"{key} {value!r}" for key, value in expected.items())
-        raise ValueError(
-            f"{role} {checkpoint} is not from the expected run (" + "; ".join(differing) + "); "
-            f"pass the checkpoint of {run}"
         )
 
 

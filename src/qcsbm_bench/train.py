@@ -21,6 +21,7 @@ from tqdm import tqdm
 from qcsbm_bench.artifacts import (
     DTYPES,
     JsonlWriter,
+    check_checkpoint_run,
     derive_seed,
     load_checkpoint,
     save_checkpoint,
@@ -52,16 +53,27 @@ def build_toy_model(config: Mapping[str, Any], variant: str) -> ScoreModel:
     return model.to(dtype=DTYPES[config["dtype"]], device=config["device"])
 
 
-def load_toy_model(config: Mapping[str, Any], variant: str, checkpoint: Path) -> ScoreModel:
-    """Rebuild a trained model from its checkpoint, in eval mode."""
+def load_toy_model(
+    config: Mapping[str, Any],
+    variant: str,
+    checkpoint: Path,
+    dataset: str | None = None,
+    seed: int | None = None,
+) -> ScoreModel:
+    """Rebuild a trained model from its checkpoint, in eval mode.
+
+    Raises ValueError when the checkpoint's variant, or the dataset and seed given here,
+    differ from the run that wrote it. Checkpoints written before the seed entry existed are
+    checked for variant and dataset only.
+    """
     model = build_toy_model(config, variant)
     state = load_checkpoint(checkpoint, map_location=config["device"])
-    saved_variant = state.get("variant")
-    if saved_variant is not None and saved_variant != variant:
-        raise ValueError(
-            f"checkpoint {checkpoint} contains a {saved_variant} model, not {variant}; pass "
-            f"--variant {saved_variant} or the {variant} run's checkpoint"
-        )
+    expected: dict[str, Any] = {"variant": variant}
+    if dataset is not None:
+        expected["dataset"] = dataset
+    if seed is not None and "seed" in state:
+        expected["seed"] = seed
+    check_checkpoint_run(state, checkpoint, expected)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
@@ -175,7 +187,13 @@ def train_run(
 
     checkpoint = out_dir / CHECKPOINT_FILE
     save_checkpoint(
-        {"model": model.state_dict(), "step": iterations, "variant": variant, "dataset": dataset},
+        {
+            "model": model.state_dict(),
+            "step": iterations,
+            "variant": variant,
+            "dataset": dataset,
+            "seed": seed,
+        },
         checkpoint,
     )
     write_json(

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from qcsbm_bench import distributed
-from qcsbm_bench.artifacts import load_checkpoint
+from qcsbm_bench.artifacts import check_checkpoint_run, load_checkpoint
 from qcsbm_bench.distributed import DistributedContext
 from qcsbm_bench.ema import ExponentialMovingAverage
-from qcsbm_bench.image_models import check_checkpoint_run, check_network_settings
+from qcsbm_bench.image_models import check_network_settings
 
 logger = logging.getLogger(__name__)
 

@@ -246,6 +246,17 @@ def test_find_run_files_lowest_seed(tmp_path: Path) -> None:
     }
 
 
+def test_find_run_files_only_given_runs(tmp_path: Path) -> None:
+    for dataset in ("spirals", "checkerboard"):
+        for seed in (0, 1):
+            write_field(tmp_path / dataset / "usbm" / f"seed-{seed}" / "field.npz", 0.0)
+
+    runs = [tmp_path / "spirals" / "usbm" / "seed-1"]
+    found = find_run_files(tmp_path, "field.npz", runs)
+
+    assert found == {("spirals", "usbm"): runs[0] / "field.npz"}
+
+
 def test_cli_writes_all_figures(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     runs, data = tmp_path / "runs", tmp_path / "data"

@@ -501,16 +501,22 @@ def plot_autoencoder_curves(curve_file: Path, out_path: Path) -> list[Path]:
 _SEED_DIRECTORY = re.compile(r"seed-(-?\d+)")
 
 
-def find_run_files(runs_dir: Path, name: str) -> dict[tuple[str, str], Path]:
+def find_run_files(
+    runs_dir: Path, name: str, runs: Iterable[Path] | None = None
+) -> dict[tuple[str, str], Path]:
     """Map (dataset, variant) to runs_dir/<dataset>/<variant>/seed-<seed>/<name>.
 
-    For each pair the file of the lowest seed that contains it is used.
+    For each pair the file of the lowest seed that contains it is used. With `runs`, only
+    those run folders count, so folders left from another config are not plotted.
     """
+    allowed = None if runs is None else {Path(run).resolve() for run in runs}
     found: dict[tuple[str, str], Path] = {}
     for variant_dir in sorted(path for path in Path(runs_dir).glob("*/*") if path.is_dir()):
         seeds = []
         for seed_dir in variant_dir.iterdir():
             match = _SEED_DIRECTORY.fullmatch(seed_dir.name)
+            if allowed is not None and seed_dir.resolve() not in allowed:
+                continue
             if match and (seed_dir / name).is_file():
                 seeds.append((int(match.group(1)), seed_dir / name))
         if seeds:
@@ -532,6 +538,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="directory with <dataset>/<variant>/seed-<seed>/ run directories",
     )
     parser.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        help="run directories to plot (default: every run directory under --runs-dir)",
+    )
+    parser.add_argument(
         "--data-dir", type=Path, required=True, help="directory with the <dataset>.npz files"
     )
     parser.add_argument(
@@ -548,7 +560,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write all figures for parsed options and return 0."""
     out_dir: Path = args.out_dir
-    fields = find_run_files(args.runs_dir, "field.npz")
+    fields = find_run_files(args.runs_dir, "field.npz", args.runs)
     if not fields:
         raise FileNotFoundError(
             f"No field.npz under {args.runs_dir}/<dataset>/<variant>/seed-<seed>/; run the "
@@ -559,7 +571,7 @@ def run(args: argparse.Namespace) -> int:
     sample_files: dict[tuple[str, str, str], Path] = {}
     for sampler in SAMPLER_ORDER:
         for (dataset, variant), path in find_run_files(
-            args.runs_dir, f"samples-{sampler}.npz"
+            args.runs_dir, f"samples-{sampler}.npz", args.runs
         ).items():
             sample_files[(dataset, variant, sampler)] = path
     if not sample_files:

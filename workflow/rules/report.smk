@@ -87,6 +87,9 @@ rule figures:
     params:
         # Run folders are runs/<dataset>/<variant>/seed-<seed>/, so runs/ is 3 levels up.
         runs_dir=lambda wildcards, input: str(Path(input.fields[0]).parents[3]),
+        runs=lambda wildcards, input: " ".join(
+            str(Path(path).parent) for path in input.fields
+        ),
         data_dir=lambda wildcards, input: str(Path(input.data[0]).parent),
         out_dir=lambda wildcards, output: str(Path(output.pdf[0]).parent),
         autoencoder=lambda wildcards, input: (
@@ -94,5 +97,6 @@ rule figures:
         ),
     shell:
         "qcsbm-bench figures --metrics {input.metrics} --runs-dir {params.runs_dir} "
-        "--data-dir {params.data_dir} {params.autoencoder} --out-dir {params.out_dir} "
+        "--runs {params.runs} --data-dir {params.data_dir} {params.autoencoder} "
+        "--out-dir {params.out_dir} "
         "> {log} 2>&1"

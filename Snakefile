@@ -8,7 +8,7 @@
 from pathlib import Path
 
 from qcsbm_bench.config import validate_config, write_config_if_changed
-from qcsbm_bench.stage_settings import settings_path, write_stage_settings
+from qcsbm_bench.stage_settings import STAGE_SCOPES, settings_path, write_stage_settings
 
 # The toy config is the default only: files given with --configfile replace it rather than
 # being merged onto it, so `qcsbm-bench config --config FILE` shows what the DAG runs.
@@ -22,39 +22,17 @@ config.update(validate_config(config))
 
 RESULTS = Path(config["results_dir"]) / config["name"]
 # Every job reads the whole resolved config. Snakemake tracks each job's settings file
-# instead: the keys its stage depends on, for its dataset (qcsbm_bench.stage_settings). A
-# job reruns only when one of those changes, so a new seed or an evaluation setting leaves
-# trained models alone.
+# instead: the keys its stage depends on, for its dataset and, where it matters, its variant
+# or sampler (qcsbm_bench.stage_settings). A job reruns only when one of those changes, so
+# a new seed or an evaluation setting leaves trained models alone.
 RESOLVED_CONFIG = str(RESULTS / "config.yaml")
 write_config_if_changed(config, RESOLVED_CONFIG)
 
 KIND = config.get("kind", "toy")
 SETTINGS_DIR = RESULTS / "settings"
-# Stages whose rules read the config, and whether their jobs run per dataset.
-SETTINGS_STAGES = (
-    {
-        "prep_data": True,
-        "train": True,
-        "sample": True,
-        "evaluate": True,
-        "autoencoder": False,
-    }
-    if KIND == "toy"
-    else {
-        stage: True
-        for stage in (
-            "prep_data",
-            "train",
-            "sample",
-            "classifier",
-            "reference",
-            "sample_quality",
-            "likelihood",
-            "asymmetry",
-        )
-    }
-)
-write_stage_settings(config, SETTINGS_DIR, SETTINGS_STAGES)
+# Stages whose rules read the config, and the wildcards their settings files are split by.
+SETTINGS_SCOPES = STAGE_SCOPES[KIND]
+write_stage_settings(config, SETTINGS_DIR, SETTINGS_SCOPES)
 
 
 RUN_DIR = str(RESULTS / "runs" / "{dataset}" / "{variant}" / "seed-{seed}")

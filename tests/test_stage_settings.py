@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 from qcsbm_bench.config import validate_config
 from qcsbm_bench.stage_settings import (
     EXECUTION_KEYS,
-    STAGE_KEYS,
+    STAGE_SCOPES,
     STRICT_ENVIRONMENT_VARIABLE,
     UntrackedKeyError,
     settings_path,
@@ -29,14 +30,24 @@ def resolved(name: str) -> dict:
     return validate_config(yaml.safe_load((CONFIG_DIR / name).read_text()))
 
 
-def all_settings(config: dict) -> dict[tuple[str, str], dict]:
-    """Return every (stage, dataset) settings mapping of a resolved config."""
+def all_settings(config: dict) -> dict[tuple[str, ...], dict]:
+    """Return the settings of every job scope of a resolved config, keyed (stage, *scope)."""
     kind = config.get("kind", "toy")
-    return {
-        (stage, dataset): stage_settings(config, stage, dataset)
-        for stage in STAGE_KEYS[kind]
-        for dataset in config["datasets"]
+    values = {
+        "dataset": config["datasets"],
+        "variant": config["variants"],
+        "sampler": config["sample"]["samplers"],
     }
+    settings = {}
+    for stage, names in STAGE_SCOPES[kind].items():
+        for combination in itertools.product(*(values[name] for name in names)):
+            scope = dict(zip(names, combination, strict=True))
+            settings[(stage, *combination)] = stage_settings(config, stage, **scope)
+    return settings
+
+
+def touched_jobs(before: dict, after: dict) -> set[tuple[str, ...]]:
+    return {key for key, settings in after.items() if settings != before.get(key)}
 
 
 def set_path(config: dict, path: str, value: object) -> None:
@@ -68,12 +79,12 @@ def test_execution_keys_change_no_settings(name: str) -> None:
 
 def test_execution_keys_absent_from_settings() -> None:
     config = resolved("images-cpu.yaml")
-    for (stage, dataset), settings in all_settings(config).items():
+    for job, settings in all_settings(config).items():
         for path in EXECUTION_KEYS:
             node = settings
             for part in path.split("."):
                 node = node.get(part, {}) if isinstance(node, dict) else {}
-            assert node == {}, f"{stage}/{dataset} settings contain execution key {path}"
+            assert node == {}, f"{job} settings contain execution key {path}"
 
 
 @pytest.mark.parametrize(
@@ -84,7 +95,6 @@ def test_execution_keys_absent_from_settings() -> None:
         ("evaluate.precision_recall.k", 5, {"reference", "sample_quality"}),
         ("evaluate.classifier.steps", 11, {"classifier"}),
         ("sample.pc.snr", 0.2, {"sample", "sample_quality"}),
-        ("train.lambda_qc", 1.0e-3, {"train"}),
         ("sde.sigma_max", 60.0, {"train", "sample", "likelihood", "asymmetry"}),
         ("data.seed", 7, {"prep_data", "classifier", "reference", "sample_quality"}),
     ],
@@ -95,10 +105,7 @@ def test_image_key_reaches_only_its_stages(path: str, value: object, stages: set
     changed = copy.deepcopy(config)
     set_path(changed, path, value)
     after = all_settings(changed)
-    touched = {
-        stage for key, settings in after.items() if settings != before[key] for stage in [key[0]]
-    }
-    assert touched == stages
+    assert {job[0] for job in touched_jobs(before, after)} == stages
 
 
 def test_toy_evaluation_key_leaves_training() -> None:
@@ -106,9 +113,54 @@ def test_toy_evaluation_key_leaves_training() -> None:
     before = all_settings(config)
     changed = copy.deepcopy(config)
     changed["evaluate"]["n_levels"] = 9
+    assert {job[0] for job in touched_jobs(before, all_settings(changed))} == {"evaluate"}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "variants"),
+    [
+        ("train.lambda_qc", 1.0e-3, {"qcsbm"}),
+        ("train.qc.n_probes", 4, {"qcsbm"}),
+        ("train.finetune_steps.default", 50, {"qcsbm", "usbm-ft"}),
+        ("train.lr", 1.0e-4, {"csbm", "usbm", "qcsbm", "usbm-ft"}),
+    ],
+)
+def test_training_key_reaches_only_its_variants(
+    path: str, value: object, variants: set[str]
+) -> None:
+    config = resolved("images-cpu.yaml")
+    before = all_settings(config)
+    changed = copy.deepcopy(config)
+    set_path(changed, path, value)
+    expected = {
+        ("train", dataset, variant) for dataset in config["datasets"] for variant in variants
+    }
+    assert touched_jobs(before, all_settings(changed)) == expected
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "images-cpu.yaml"])
+def test_sampler_key_reaches_only_its_sampler(name: str) -> None:
+    config = resolved(name)
+    before = all_settings(config)
+    changed = copy.deepcopy(config)
+    changed["sample"]["ode"]["rtol"] = 2.0e-3
+    touched = touched_jobs(before, all_settings(changed))
+    assert {job[0] for job in touched} >= {"sample"}
+    for job in touched:
+        assert job[0] in ("sample", "sample_quality", "evaluate"), job
+        if job[0] != "evaluate":
+            assert job[-1] == "ode", job
+
+
+def test_new_sampler_keeps_other_sampler() -> None:
+    config = resolved("images-smoke.yaml")
+    assert config["sample"]["samplers"] == ["pc"]
+    before = all_settings(config)
+    changed = copy.deepcopy(config)
+    changed["sample"]["samplers"] = ["pc", "ode"]
     after = all_settings(changed)
-    touched = {key[0] for key, settings in after.items() if settings != before[key]}
-    assert touched == {"evaluate"}
+    for job, settings in before.items():
+        assert after[job] == settings, job
 
 
 def test_other_datasets_entries_dropped() -> None:
@@ -136,9 +188,10 @@ def test_new_dataset_or_seed_keeps_settings() -> None:
 
 def test_write_stage_settings_writes_changed_files(tmp_path: Path) -> None:
     config = resolved("smoke.yaml")
-    stages = {"train": True, "evaluate": True, "autoencoder": False}
+    stages = {"train": ("dataset", "variant"), "evaluate": ("dataset",), "autoencoder": ()}
     written = write_stage_settings(config, tmp_path, stages)
-    assert len(written) == 2 * 3 + 1
+    assert len(written) == 3 * 3 + 3 + 1
+    assert settings_path(tmp_path, "train", dataset="spirals", variant="usbm") in written
     assert settings_path(tmp_path, "autoencoder") in written
     assert write_stage_settings(config, tmp_path, stages) == []
 
@@ -146,7 +199,7 @@ def test_write_stage_settings_writes_changed_files(tmp_path: Path) -> None:
     config["progress"] = not config["progress"]
     written = write_stage_settings(config, tmp_path, stages)
     assert sorted(written) == sorted(
-        settings_path(tmp_path, "evaluate", dataset) for dataset in config["datasets"]
+        settings_path(tmp_path, "evaluate", dataset=dataset) for dataset in config["datasets"]
     )
 
 

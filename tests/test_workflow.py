@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -103,6 +104,25 @@ def test_evaluation_key_change_reruns_evaluation(workdir: Path) -> None:
     assert "train" not in output.replace("train_", "")
     assert "sample " not in output
     assert "prep_data" not in output
+
+
+@pytest.mark.slow
+def test_sampler_key_change_reruns_that_sampler(workdir: Path) -> None:
+    # The dry run rewrites the ode sampling settings files, so it runs after the tests above.
+    config = yaml.safe_load((workdir / "workflow/config/smoke.yaml").read_text())
+    config["sample"]["ode"]["rtol"] = 2.0e-4
+    (workdir / "ode.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--dry-run", "--quiet", "rules", configfile="ode.yaml")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    counts = {
+        match.group(1): int(match.group(2))
+        for match in re.finditer(r"^(\w+)\s+(\d+)$", output, flags=re.MULTILINE)
+    }
+    # 3 datasets x 3 variants, each sampled again by the ode sampler only.
+    assert counts["sample"] == 9
+    assert counts["evaluate"] == 9
+    assert "train" not in counts
 
 
 @pytest.mark.slow

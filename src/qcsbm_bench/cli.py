@@ -74,7 +74,7 @@ def cmd_prep_data(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from qcsbm_bench.train import train_run
 
-    config = stage_view(load_config(args.config), "train", args.dataset)
+    config = stage_view(load_config(args.config), "train", args.dataset, variant=args.variant)
     _configure_threads(config, "train", args.threads)
     train_run(config, args.dataset, args.variant, args.seed, args.data, args.out_dir)
 
@@ -87,7 +87,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from qcsbm_bench.sampling import SAMPLERS
     from qcsbm_bench.train import load_toy_model
 
-    config = stage_view(load_config(args.config), "sample", args.dataset)
+    config = stage_view(load_config(args.config), "sample", args.dataset, sampler=args.sampler)
     _configure_threads(config, "sample", args.threads)
     model = load_toy_model(config, args.variant, args.checkpoint, args.dataset, args.seed)
     sample_config = config["sample"]

@@ -286,7 +286,7 @@ def _add_quality_rows(
 
 
 def run_quality(args: argparse.Namespace) -> None:
-    config = load_image_config(args.config, "sample_quality", args.dataset)
+    config = load_image_config(args.config, "sample_quality", args.dataset, sampler=args.sampler)
     configure_threads(config, "sample_quality", args.threads)
     rows = sample_quality_rows(
         config,

@@ -34,7 +34,14 @@ VARIANT_NAMES = ("csbm", "usbm", "qcsbm", "usbm-ft")
 SAMPLER_NAMES = ("pc", "ode")
 
 
-def load_image_config(path: Path, stage: str, dataset: str | None = None) -> dict[str, Any]:
+def load_image_config(
+    path: Path,
+    stage: str,
+    dataset: str | None = None,
+    *,
+    variant: str | None = None,
+    sampler: str | None = None,
+) -> dict[str, Any]:
     """Load a resolved config, check that it drives the image DAG, and return a stage's view.
 
     The view contains the keys that the stage's jobs are rerun for (see stage_settings), with
@@ -54,7 +61,7 @@ def load_image_config(path: Path, stage: str, dataset: str | None = None) -> dic
                 f"{path} sets device: {config['device']}, but torch finds no CUDA GPU here; "
                 "run on a GPU machine or set device: cpu (e.g. --config device=cpu)"
             )
-    return stage_view(config, stage, dataset)
+    return stage_view(config, stage, dataset, variant, sampler)
 
 
 def configure_threads(config: Mapping[str, Any], stage: str, threads: int | None) -> None:
@@ -147,7 +154,7 @@ def torchrun_command(args: argparse.Namespace, processes: int) -> list[str]:
 def run_train(args: argparse.Namespace) -> int:
     from qcsbm_bench.train_images import train_image_run
 
-    config = load_image_config(args.config, "train", args.dataset)
+    config = load_image_config(args.config, "train", args.dataset, variant=args.variant)
     if finetuned_from_usbm(config, args.variant) and args.init_checkpoint is None:
         raise ConfigError(
             f"train.finetune.{args.variant} is true, so --init-checkpoint must name the usbm "
@@ -197,7 +204,7 @@ def run_sample(args: argparse.Namespace) -> None:
     from qcsbm_bench.image_sampling import sample_shard
     from qcsbm_bench.train_images import load_image_model
 
-    config = load_image_config(args.config, "sample", args.dataset)
+    config = load_image_config(args.config, "sample", args.dataset, sampler=args.sampler)
     configure_threads(config, "sample", args.threads)
     meta = load_image_dataset(args.data_dir, "test", verify=False).meta
     shape = (meta["channels"], meta["resolution"], meta["resolution"])

@@ -15,6 +15,7 @@ the key is added to STAGE_KEYS.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
 from collections.abc import Mapping
@@ -83,6 +84,28 @@ STAGE_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 
+# The wildcards that each stage's jobs run over, so its settings files are split by them.
+# Sampling does not depend on the variant, and the toy evaluation reads every sampler.
+STAGE_SCOPES: dict[str, dict[str, tuple[str, ...]]] = {
+    "toy": {
+        "prep_data": ("dataset",),
+        "train": ("dataset", "variant"),
+        "sample": ("dataset", "sampler"),
+        "evaluate": ("dataset",),
+        "autoencoder": (),
+    },
+    "images": {
+        "prep_data": ("dataset",),
+        "train": ("dataset", "variant"),
+        "sample": ("dataset", "sampler"),
+        "classifier": ("dataset",),
+        "reference": ("dataset",),
+        "sample_quality": ("dataset", "sampler"),
+        "likelihood": ("dataset",),
+        "asymmetry": ("dataset",),
+    },
+}
+
 # Mappings with one entry per dataset (and maybe other keys, such as "default"). In the
 # settings and view of one dataset's job, the entries of the other datasets are dropped.
 PER_DATASET_KEYS: dict[str, tuple[str, ...]] = {
@@ -144,9 +167,48 @@ def _keep_dataset(target: dict[str, Any], path: str, dataset: str, names: tuple[
             del node[key]
 
 
+# The wildcards that a settings file can be split by, in the order of its path parts.
+SCOPES = ("dataset", "variant", "sampler")
+_SAMPLERS = ("pc", "ode")
+
+
+def _keep_variant(selected: dict[str, Any], variant: str) -> None:
+    """Drop the training keys that do not reach the variant's run.
+
+    Only qcsbm trains with L_QC, so the others do not depend on lambda_qc and qc. Each
+    variant depends on its own train.finetune entry, and on finetune_steps only if it is
+    fine-tuned.
+    """
+    train = selected.get("train")
+    if not isinstance(train, dict):
+        return
+    if variant != "qcsbm":
+        train.pop("lambda_qc", None)
+        train.pop("qc", None)
+    if "finetune" in train:
+        own = train["finetune"].get(variant)
+        train["finetune"] = {} if own is None else {variant: own}
+        if not own:
+            train.pop("finetune_steps", None)
+
+
+def _keep_sampler(selected: dict[str, Any], sampler: str) -> None:
+    """Drop the sample settings of the other samplers and the list of samplers."""
+    sample = selected.get("sample")
+    if not isinstance(sample, dict):
+        return
+    sample.pop("samplers", None)
+    for name in _SAMPLERS:
+        if name != sampler:
+            sample.pop(name, None)
+
+
 def _select(
-    config: Mapping[str, Any], stage: str, dataset: str | None, with_execution_keys: bool
-) -> tuple[str, dict[str, Any]]:
+    config: Mapping[str, Any],
+    stage: str,
+    scope: Mapping[str, str | None],
+    with_execution_keys: bool,
+) -> dict[str, Any]:
     kind = config_kind(config)
     stages = STAGE_KEYS[kind]
     if stage not in stages:
@@ -156,50 +218,74 @@ def _select(
     selected: dict[str, Any] = {}
     for path in stages[stage]:
         _copy_path(config, selected, path)
-    if dataset is not None:
+    if scope.get("dataset") is not None:
         for path in PER_DATASET_KEYS[kind]:
-            _keep_dataset(selected, path, dataset, _DATASET_NAMES[kind])
+            _keep_dataset(selected, path, str(scope["dataset"]), _DATASET_NAMES[kind])
+    if scope.get("variant") is not None:
+        _keep_variant(selected, str(scope["variant"]))
+    if scope.get("sampler") is not None:
+        _keep_sampler(selected, str(scope["sampler"]))
     if with_execution_keys:
         for path in EXECUTION_KEYS:
             _copy_path(config, selected, path)
     else:
         for path in EXECUTION_KEYS:
             _drop_path(selected, path)
-    return kind, selected
+    return selected
 
 
 def stage_settings(
-    config: Mapping[str, Any], stage: str, dataset: str | None = None
+    config: Mapping[str, Any],
+    stage: str,
+    dataset: str | None = None,
+    variant: str | None = None,
+    sampler: str | None = None,
 ) -> dict[str, Any]:
     """Return the keys of a resolved config that a stage's results depend on.
 
-    With a dataset, per-dataset mappings keep only that dataset's entries. Execution keys
-    are left out.
+    Each scope given narrows them to one job's share: a dataset keeps only its entries of
+    per-dataset mappings, a variant drops the training keys it ignores, and a sampler drops
+    the other samplers' settings. Execution keys are left out.
     """
-    return _select(config, stage, dataset, with_execution_keys=False)[1]
+    scope = {"dataset": dataset, "variant": variant, "sampler": sampler}
+    return _select(config, stage, scope, with_execution_keys=False)
 
 
-def settings_path(directory: Path, stage: str, dataset: str | None = None) -> Path:
-    """Return the settings file of a stage, or of one dataset's jobs of that stage."""
-    directory = Path(directory)
-    if dataset is None:
-        return directory / f"{stage}.yaml"
-    return directory / stage / f"{dataset}.yaml"
+def settings_path(directory: Path, stage: str, **scope: str) -> Path:
+    """Return the settings file of a stage's jobs, one per value of each scope given.
+
+    For example settings_path(d, "train", dataset="digits", variant="usbm") is
+    d/train/digits/usbm.yaml, and settings_path(d, "autoencoder") is d/autoencoder.yaml.
+    """
+    unknown = sorted(set(scope) - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown settings scope {unknown}; use {SCOPES}")
+    parts = [scope[name] for name in SCOPES if name in scope]
+    if not parts:
+        return Path(directory) / f"{stage}.yaml"
+    return Path(directory, stage, *parts[:-1], f"{parts[-1]}.yaml")
 
 
 def write_stage_settings(
-    config: Mapping[str, Any], directory: Path, per_dataset: Mapping[str, bool]
+    config: Mapping[str, Any], directory: Path, scopes: Mapping[str, tuple[str, ...]]
 ) -> list[Path]:
-    """Write every stage's settings file under directory, each only if its content changed.
+    """Write every stage's settings files under directory, each only if its content changed.
 
-    per_dataset maps each stage to True when its jobs run per dataset: those stages get one
-    file per dataset in config["datasets"]. Returns the files written.
+    scopes maps each stage to the wildcards its jobs run over, a subset of SCOPES: the stage
+    gets one file per combination of config["datasets"], config["variants"] and
+    config["sample"]["samplers"] in them. Returns the files written.
     """
+    values = {
+        "dataset": config["datasets"],
+        "variant": config["variants"],
+        "sampler": config["sample"]["samplers"],
+    }
     written = []
-    for stage, split in per_dataset.items():
-        for dataset in config["datasets"] if split else [None]:
-            path = settings_path(directory, stage, dataset)
-            if write_config_if_changed(stage_settings(config, stage, dataset), path):
+    for stage, names in scopes.items():
+        for combination in itertools.product(*(values[name] for name in names)):
+            scope = dict(zip(names, combination, strict=True))
+            path = settings_path(directory, stage, **scope)
+            if write_config_if_changed(stage_settings(config, stage, **scope), path):
                 written.append(path)
     return written
 
@@ -240,7 +326,13 @@ class StageConfig(dict):
             return default
 
 
-def stage_view(config: Mapping[str, Any], stage: str, dataset: str | None = None) -> StageConfig:
+def stage_view(
+    config: Mapping[str, Any],
+    stage: str,
+    dataset: str | None = None,
+    variant: str | None = None,
+    sampler: str | None = None,
+) -> StageConfig:
     """Return the config as one stage's job may read it: its settings plus execution keys."""
-    selected = _select(config, stage, dataset, with_execution_keys=True)[1]
-    return StageConfig(selected, config, stage)
+    scope = {"dataset": dataset, "variant": variant, "sampler": sampler}
+    return StageConfig(_select(config, stage, scope, with_execution_keys=True), config, stage)

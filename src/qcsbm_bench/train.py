@@ -109,8 +109,10 @@ def train_run(
             f"one of {sorted(train_config['iterations'])}"
         )
     iterations = train_config["iterations"][dataset]
+    # Only the qcsbm variant reads the regulariser's settings, so that its jobs alone depend
+    # on them (see stage_settings).
     lambda_qc = train_config["lambda_qc"] if variant == "qcsbm" else 0.0
-    qc_config = QCConfig(**train_config["qc"])
+    qc_config = QCConfig(**train_config["qc"]) if variant == "qcsbm" else QCConfig()
     dtype = DTYPES[config["dtype"]]
     device = torch.device(config["device"])
 
@@ -203,7 +205,7 @@ def train_run(
             "seed": seed,
             "iterations": iterations,
             "lambda_qc": lambda_qc,
-            "qc": vars(qc_config),
+            "qc": vars(qc_config) if variant == "qcsbm" else None,
             "wall_seconds": time.perf_counter() - started,
             "resumed_from_step": start_step,
             "torch": torch.__version__,

@@ -78,8 +78,6 @@ _REQUIRED_TRAIN_KEYS = (
     "grad_clip",
     "ema_decay",
     "steps",
-    "lambda_qc",
-    "qc",
     "dsm",
     "log_every",
     "checkpoint_every",
@@ -105,9 +103,15 @@ class ImageTrainSettings:
     finetune_steps: int
 
     @classmethod
-    def from_config(cls, train_config: Mapping[str, Any]) -> ImageTrainSettings:
-        """Read config["train"], raising ValueError on a missing key or an invalid value."""
-        missing = [name for name in _REQUIRED_TRAIN_KEYS if name not in train_config]
+    def from_config(cls, train_config: Mapping[str, Any], variant: str) -> ImageTrainSettings:
+        """Read config["train"], raising ValueError on a missing key or an invalid value.
+
+        Only the qcsbm variant reads lambda_qc and qc, so that its jobs alone depend on them
+        (see stage_settings). The others get lambda_qc 0 and the default QCConfig.
+        Fine-tuning settings are read only where the section contains them.
+        """
+        required = _REQUIRED_TRAIN_KEYS + (("lambda_qc", "qc") if variant == "qcsbm" else ())
+        missing = [name for name in required if name not in train_config]
         if missing:
             raise ValueError(f"config train section is missing {missing}; add them")
         settings = cls(
@@ -117,13 +121,15 @@ class ImageTrainSettings:
             grad_clip=float(train_config["grad_clip"]),
             ema_decay=float(train_config["ema_decay"]),
             steps=int(train_config["steps"]),
-            lambda_qc=float(train_config["lambda_qc"]),
-            qc=QCConfig(**train_config["qc"]),
+            lambda_qc=float(train_config["lambda_qc"]) if variant == "qcsbm" else 0.0,
+            qc=QCConfig(**train_config["qc"]) if variant == "qcsbm" else QCConfig(),
             dsm=str(train_config["dsm"]),
             log_every=int(train_config["log_every"]),
             checkpoint_every=int(train_config["checkpoint_every"]),
-            finetune=dict(train_config.get("finetune", {})),
-            finetune_steps=int(train_config.get("finetune_steps", 0)),
+            finetune=dict(train_config["finetune"]) if "finetune" in train_config else {},
+            finetune_steps=(
+                int(train_config["finetune_steps"]) if "finetune_steps" in train_config else 0
+            ),
         )
         positive = ("batch_size", "lr", "grad_clip", "steps", "log_every", "checkpoint_every")
         for name in positive:
@@ -211,7 +217,7 @@ def train_image_run(
     trains train.finetune_steps more steps. Under torchrun (WORLD_SIZE > 1) the run is
     data-parallel over the global batch train.batch_size.
     """
-    settings = ImageTrainSettings.from_config(config["train"])
+    settings = ImageTrainSettings.from_config(config["train"], variant)
     if init_checkpoint is not None and not settings.finetune.get(variant, False):
         raise ValueError(
             f"an init checkpoint was given for variant {variant!r}, but "
@@ -327,7 +333,7 @@ def _train(
         "global_batch_size": settings.batch_size,
         "world_size": context.world_size,
         "lambda_qc": lambda_qc,
-        "qc": vars(settings.qc),
+        "qc": vars(settings.qc) if variant == "qcsbm" else None,
         "wall_seconds": wall_seconds,
         "train_seconds": run.seconds,
         "images_per_second": trained * settings.batch_size / wall_seconds if trained else None,

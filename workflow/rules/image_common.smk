@@ -23,7 +23,7 @@ def image_data_dir(wildcards, input):
 
 def reference_inputs(wildcards):
     inputs = {
-        "settings": stage_settings("reference").format(dataset=wildcards.dataset),
+        "settings": job_settings("reference", wildcards),
         "data": f"{RESULTS}/data/{wildcards.dataset}/meta.json",
     }
     if feature_space(config, wildcards.dataset) == "classifier":
@@ -33,7 +33,7 @@ def reference_inputs(wildcards):
 
 def image_train_inputs(wildcards):
     inputs = {
-        "settings": stage_settings("train").format(dataset=wildcards.dataset),
+        "settings": job_settings("train", wildcards),
         "data": f"{RESULTS}/data/{wildcards.dataset}/meta.json",
     }
     if finetuned_from_usbm(config, wildcards.variant):
@@ -47,7 +47,7 @@ def image_train_inputs(wildcards):
 def sample_quality_inputs(wildcards):
     data_dir = f"{RESULTS}/data/{wildcards.dataset}"
     inputs = {
-        "settings": stage_settings("sample_quality").format(dataset=wildcards.dataset),
+        "settings": job_settings("sample_quality", wildcards),
         "samples": f"{RESULTS}/runs/{wildcards.dataset}/{wildcards.variant}/"
         f"seed-{wildcards.seed}/samples-{wildcards.sampler}.npz",
         "reference": f"{data_dir}/reference.npz",

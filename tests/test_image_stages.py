@@ -276,6 +276,18 @@ def empty_file(text: str) -> str:
     return ""
 
 
+def other_dataset(text: str) -> str:
+    return text.replace("cifar10,usbm,0,fid", "svhn,usbm,0,fid", 1)
+
+
+def unknown_variant(text: str) -> str:
+    return text.replace("cifar10,usbm,0,fid", "cifar10,usbmX,0,fid", 1)
+
+
+def other_seed(text: str) -> str:
+    return text.replace("cifar10,usbm,0,fid", "cifar10,usbm,4,fid", 1)
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -286,6 +298,9 @@ def empty_file(text: str) -> str:
         (garble_value, "line 2, column 'value': '3.0x' is not a number"),
         (garble_seed, "line 2, column 'seed': 'zero' is not an integer"),
         (empty_file, "is empty"),
+        (other_dataset, "line 2, column 'dataset': 'svhn' differs from the run folder's"),
+        (unknown_variant, "line 2, column 'variant': 'usbmX' is not one of"),
+        (other_seed, "line 2, column 'seed': '4' differs from the run folder's '0'"),
     ],
 )
 def test_aggregate_rejects_damaged_metrics(

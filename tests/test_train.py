@@ -125,3 +125,16 @@ def test_state_from_other_settings_is_ignored(
     changed = {**config, "train": {**config["train"], "lr": config["train"]["lr"] / 2}}
     train_module.train_run(changed, "8gaussians", "qcsbm", 0, data, out)
     assert json.loads((out / "run.json").read_text())["resumed_from_step"] == 0
+
+
+def test_state_resumes_after_cadence_change(
+    setup: tuple[dict, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, data = setup
+    out = tmp_path / "run"
+    kill_training_at_step_30(config, data, out, monkeypatch)
+
+    cadence = {"log_every": 5, "checkpoint_every": 10}
+    changed = {**config, "train": {**config["train"], **cadence}}
+    train_module.train_run(changed, "8gaussians", "qcsbm", 0, data, out)
+    assert json.loads((out / "run.json").read_text())["resumed_from_step"] == 20

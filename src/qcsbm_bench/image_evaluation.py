@@ -13,6 +13,7 @@ import csv
 import io
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ import numpy as np
 
 from qcsbm_bench.aggregate import METRIC_COLUMNS
 from qcsbm_bench.atomic import atomic_open
+from qcsbm_bench.config import IMAGE_DATASETS
 from qcsbm_bench.image_stages import (
+    VARIANT_NAMES,
     add_run_arguments,
     configure_threads,
     load_image_config,
@@ -88,15 +91,40 @@ def write_image_metric_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> No
             writer.writerow(cells)
 
 
-def _metric_cell_problem(cells: Mapping[str, str]) -> str | None:
-    """Return what is wrong with the cells of one metrics row, or None if nothing is."""
+def _run_of_path(path: Path) -> dict[str, str] | None:
+    """Return the dataset, variant and seed of a file in runs/<dataset>/<variant>/seed-<n>/."""
+    match = re.fullmatch(r"seed-(-?\d+)", path.parent.name)
+    if match is None or len(path.parents) < 3:
+        return None
+    return {
+        "dataset": path.parents[2].name,
+        "variant": path.parents[1].name,
+        "seed": match.group(1),
+    }
+
+
+def _metric_cell_problem(cells: Mapping[str, str], run: Mapping[str, str] | None) -> str | None:
+    """Return what is wrong with the cells of one metrics row, or None if nothing is.
+
+    run contains the dataset, variant and seed that the file's run folder names, if it is in
+    one; the row must match them.
+    """
     for column in ("dataset", "variant", "metric"):
         if not cells[column].strip():
             return f"column {column!r} is empty"
+    if cells["dataset"] not in IMAGE_DATASETS:
+        return f"column 'dataset': {cells['dataset']!r} is not one of {list(IMAGE_DATASETS)}"
+    if cells["variant"] not in VARIANT_NAMES:
+        return f"column 'variant': {cells['variant']!r} is not one of {list(VARIANT_NAMES)}"
     try:
-        int(cells["seed"])
+        seed = int(cells["seed"])
     except ValueError:
         return f"column 'seed': {cells['seed']!r} is not an integer"
+    if run is not None:
+        row_run = {"dataset": cells["dataset"], "variant": cells["variant"], "seed": str(seed)}
+        for column, value in row_run.items():
+            if value != run[column]:
+                return f"column {column!r}: {value!r} differs from the run folder's {run[column]!r}"
     # An empty value is a NaN (a diverged sampler) and an empty t an average over levels.
     for column in ("value", "t"):
         text = cells[column].strip()
@@ -112,8 +140,9 @@ def check_image_metric_file(path: Path) -> None:
 
     A complete file is UTF-8 text that ends with a line break. Its header has all of
     IMAGE_METRIC_COLUMNS, and at least one data row follows. Every row has the header's
-    number of fields, an integer seed, and a number or an empty cell as value and t. The
-    message names the file, the line and the column.
+    number of fields, a known dataset and variant, an integer seed, and a number or an empty
+    cell as value and t. In a run folder runs/<dataset>/<variant>/seed-<n>/, every row names
+    that run. The message names the file, the line and the column.
 
     NOTE: a file cut exactly at a line break passes, because the rows carry no count.
     """
@@ -151,13 +180,14 @@ def check_image_metric_file(path: Path) -> None:
         )
     if len(rows) == 1:
         raise ValueError(f"metrics file {path} has a header but no data rows; {redo}")
+    run = _run_of_path(path)
     for line, row in rows[1:]:
         where = f"metrics file {path}, line {line}"
         if len(row) != len(header):
             raise ValueError(
                 f"{where} has {len(row)} fields, but the header has {len(header)}; {redo}"
             )
-        problem = _metric_cell_problem(dict(zip(header, row, strict=True)))
+        problem = _metric_cell_problem(dict(zip(header, row, strict=True)), run)
         if problem is not None:
             raise ValueError(f"{where}, {problem}; {redo}")
 

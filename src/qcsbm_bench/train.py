@@ -88,6 +88,12 @@ def _run_fingerprint(config: Mapping[str, Any], dataset: str, variant: str, seed
     """Return the settings that a resumable state must share with the run that resumes it."""
     keys = ("data", "sde", "model", "train", "dtype")
     settings = {key: config[key] for key in keys}
+    # How often the run logs and saves does not change its weights.
+    settings["train"] = {
+        key: value
+        for key, value in config["train"].items()
+        if key not in ("log_every", "checkpoint_every")
+    }
     return json.dumps([settings, dataset, variant, seed], sort_keys=True)
 
 

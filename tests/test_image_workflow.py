@@ -13,9 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from workflow_helpers import write_changed_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+IMAGES_SMOKE = "workflow/config/images-smoke.yaml"
 PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "imagenet32")
 
 
@@ -183,13 +185,14 @@ def test_image_smoke_rerun_does_nothing(smoke_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_image_smoke_execution_keys_rerun_nothing(smoke_dir: Path) -> None:
-    config = yaml.safe_load((smoke_dir / "workflow/config/images-smoke.yaml").read_text())
-    config["train"]["processes"] = 2
-    config["train"]["checkpoint_every"] = 3
-    config["data"]["root"] = "elsewhere"
-    config["progress"] = True
-    (smoke_dir / "execution.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(smoke_dir, "execution.yaml", "--dry-run")
+    changes = {
+        "train.processes": 2,
+        "train.checkpoint_every": 3,
+        "data.root": "elsewhere",
+        "progress": True,
+    }
+    configfile = write_changed_config(smoke_dir, IMAGES_SMOKE, "execution.yaml", changes)
+    result = snakemake(smoke_dir, configfile, "--dry-run")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Nothing to be done" in result.stdout + result.stderr
 
@@ -197,10 +200,9 @@ def test_image_smoke_execution_keys_rerun_nothing(smoke_dir: Path) -> None:
 @pytest.mark.slow
 def test_image_smoke_likelihood_key_reruns_likelihood(smoke_dir: Path) -> None:
     # The dry run rewrites the likelihood settings files, so it runs after the tests above.
-    config = yaml.safe_load((smoke_dir / "workflow/config/images-smoke.yaml").read_text())
-    config["evaluate"]["nll"]["repeats"] = 2
-    (smoke_dir / "likelihood.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(smoke_dir, "likelihood.yaml", "--dry-run")
+    changes = {"evaluate.nll.repeats": 2}
+    configfile = write_changed_config(smoke_dir, IMAGES_SMOKE, "likelihood.yaml", changes)
+    result = snakemake(smoke_dir, configfile, "--dry-run")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     counts = job_counts(output)

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
+from workflow_helpers import write_changed_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+SMOKE = "workflow/config/smoke.yaml"
 
 
 def snakemake(
-    workdir: Path, *args: str, configfile: str = "workflow/config/smoke.yaml"
+    workdir: Path, *args: str, configfile: str = SMOKE
 ) -> subprocess.CompletedProcess[str]:
     # Targets go first: --configfile takes every following word up to the next option.
     command = [*SNAKEMAKE, *args, "--cores", "2", "--configfile", configfile]
@@ -80,12 +81,13 @@ def test_missing_output_reruns_only_its_jobs(workdir: Path) -> None:
 
 @pytest.mark.slow
 def test_execution_key_change_reruns_nothing(workdir: Path) -> None:
-    config = yaml.safe_load((workdir / "workflow/config/smoke.yaml").read_text())
-    config["progress"] = True
-    config["train"]["checkpoint_every"] = 50
-    config["resources"] = {"train": {"threads": 2, "mem_mb": 100, "runtime": 5, "gpu": 0}}
-    (workdir / "execution.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(workdir, "--dry-run", configfile="execution.yaml")
+    changes = {
+        "progress": True,
+        "train.checkpoint_every": 50,
+        "resources": {"train": {"threads": 2, "mem_mb": 100, "runtime": 5, "gpu": 0}},
+    }
+    configfile = write_changed_config(workdir, SMOKE, "execution.yaml", changes)
+    result = snakemake(workdir, "--dry-run", configfile=configfile)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Nothing to be done" in result.stdout + result.stderr
 
@@ -93,10 +95,8 @@ def test_execution_key_change_reruns_nothing(workdir: Path) -> None:
 @pytest.mark.slow
 def test_evaluation_key_change_reruns_evaluation(workdir: Path) -> None:
     # The dry run rewrites the evaluate settings files, so it runs after the tests above.
-    config = yaml.safe_load((workdir / "workflow/config/smoke.yaml").read_text())
-    config["evaluate"]["n_levels"] = 5
-    (workdir / "evaluation.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(workdir, "--dry-run", "--quiet", "rules", configfile="evaluation.yaml")
+    configfile = write_changed_config(workdir, SMOKE, "evaluation.yaml", {"evaluate.n_levels": 5})
+    result = snakemake(workdir, "--dry-run", "--quiet", "rules", configfile=configfile)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "evaluate" in output
@@ -109,10 +109,8 @@ def test_evaluation_key_change_reruns_evaluation(workdir: Path) -> None:
 @pytest.mark.slow
 def test_sampler_key_change_reruns_that_sampler(workdir: Path) -> None:
     # The dry run rewrites the ode sampling settings files, so it runs after the tests above.
-    config = yaml.safe_load((workdir / "workflow/config/smoke.yaml").read_text())
-    config["sample"]["ode"]["rtol"] = 2.0e-4
-    (workdir / "ode.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(workdir, "--dry-run", "--quiet", "rules", configfile="ode.yaml")
+    configfile = write_changed_config(workdir, SMOKE, "ode.yaml", {"sample.ode.rtol": 2.0e-4})
+    result = snakemake(workdir, "--dry-run", "--quiet", "rules", configfile=configfile)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     counts = {

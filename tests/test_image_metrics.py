@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import read_only
+from gaussian_images import GaussianImageScore
 from PIL import Image
 from torch import Tensor
 
@@ -35,23 +36,11 @@ DATA_STD = 0.2
 T_MIN = 1e-5
 
 
-class GaussianImageScore:
-    """The exact score of N(mean, DATA_STD^2 I) on images, perturbed by the VE SDE."""
-
-    def __init__(self, sde: VESDE, mean: Tensor) -> None:
-        self.sde = sde
-        self.mean = mean
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        variance = DATA_STD**2 + self.sde.marginal_std(t) ** 2
-        return -(x - self.mean) / variance[:, None, None, None]
-
-
 class AntisymmetricTermScore(GaussianImageScore):
     """The Gaussian score plus A x with A = -A^T (D, D), so J = -I / v + A."""
 
     def __init__(self, sde: VESDE, mean: Tensor, matrix: Tensor) -> None:
-        super().__init__(sde, mean)
+        super().__init__(sde, mean, DATA_STD)
         self.matrix = matrix
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
@@ -86,7 +75,7 @@ def test_ode_nll_of_gaussian_images_closed_form(sde: VESDE) -> None:
     mean = image_mean(shape)
     x0 = mean + DATA_STD * torch.randn(4, *shape, generator=torch.Generator().manual_seed(0))
     result = ode_nll(
-        GaussianImageScore(sde, mean),
+        GaussianImageScore(sde, mean, DATA_STD),
         sde,
         x0,
         divergence="hutchinson",
@@ -105,7 +94,7 @@ def test_image_bits_per_dim_dequantised_closed_form(sde: VESDE) -> None:
     mean = image_mean(shape)
     images = random_images(3, shape, seed=2)
     result = image_bits_per_dim(
-        GaussianImageScore(sde, mean),
+        GaussianImageScore(sde, mean, DATA_STD),
         sde,
         images,
         batch_size=2,
@@ -145,7 +134,7 @@ def test_dequantise_stays_in_bins() -> None:
 
 def test_image_bits_per_dim_rejects_float_images(sde: VESDE) -> None:
     images = np.zeros((2, 1, 4, 4), dtype=np.float32)
-    score = GaussianImageScore(sde, image_mean((1, 4, 4)))
+    score = GaussianImageScore(sde, image_mean((1, 4, 4)), DATA_STD)
     with pytest.raises(ValueError, match="dtype uint8"):
         image_bits_per_dim(score, sde, images, batch_size=2, repeats=1, seed=0)
 
@@ -160,7 +149,7 @@ def test_level_times_values(sde: VESDE) -> None:
 
 def test_gaussian_score_has_zero_asymmetry(sde: VESDE) -> None:
     shape = (3, 4, 4)
-    score = GaussianImageScore(sde, image_mean(shape))
+    score = GaussianImageScore(sde, image_mean(shape), DATA_STD)
     rows = asymmetry_by_level(
         score,
         random_images(5, shape, seed=3),
@@ -182,7 +171,7 @@ def test_gaussian_score_has_zero_asymmetry(sde: VESDE) -> None:
 def test_metrics_take_read_only_images(sde: VESDE) -> None:
     shape = (1, 4, 4)
     images = random_images(4, shape, seed=5)
-    score = GaussianImageScore(sde, image_mean(shape))
+    score = GaussianImageScore(sde, image_mean(shape), DATA_STD)
     arguments = {"n_levels": 2, "batch_size": 2, "seed": 0, "dtype": torch.float64}
     rows = asymmetry_by_level(score, read_only(images), **arguments)
     assert rows == asymmetry_by_level(score, images, **arguments)
@@ -196,7 +185,7 @@ class RecordingScore(GaussianImageScore):
     """The Gaussian score that also records every input x (B, C, H, W) and t (B,)."""
 
     def __init__(self, sde: VESDE, mean: Tensor) -> None:
-        super().__init__(sde, mean)
+        super().__init__(sde, mean, DATA_STD)
         self.inputs: list[tuple[Tensor, Tensor]] = []
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from gaussian_images import GaussianImageScore
 from PIL import Image
 from torch import Tensor
 
@@ -37,18 +38,6 @@ from qcsbm_bench.sde import VESDE
 
 DATA_STD = 0.1
 SHAPE = (1, 4, 4)
-
-
-class GaussianImageScore:
-    """The exact score of N(mu, DATA_STD^2 I) on images, perturbed by the VE SDE."""
-
-    def __init__(self, sde: VESDE, mean: Tensor) -> None:
-        self.sde = sde
-        self.mean = mean
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        variance = DATA_STD**2 + self.sde.marginal_std(t) ** 2
-        return -(x - self.mean) / variance[:, None, None, None]
 
 
 class CountingCalls:
@@ -74,7 +63,7 @@ def sde() -> VESDE:
 
 def gaussian_score(sde: VESDE, channels: int = 1) -> GaussianImageScore:
     mean = torch.linspace(0.3, 0.7, channels * 16).reshape(channels, 4, 4)
-    return GaussianImageScore(sde, mean)
+    return GaussianImageScore(sde, mean, DATA_STD)
 
 
 def run_shard(score_fn: ScoreFn, sde: VESDE, out_dir: Path, **overrides: Any) -> ShardResult:

@@ -174,6 +174,20 @@ def test_other_datasets_entries_dropped() -> None:
     assert set(train["steps"]) <= {dataset, "default"}
 
 
+def test_unused_default_entry_dropped() -> None:
+    config = resolved("images-smoke.yaml")
+    before = all_settings(config)
+    changed = copy.deepcopy(config)
+    steps = changed["train"]["steps"]["default"]
+    changed["train"]["steps"] = {"default": steps, "digits": steps}
+    assert touched_jobs(before, all_settings(changed)) == set()
+
+    changed["train"]["steps"]["default"] = steps + 1
+    touched = touched_jobs(before, all_settings(changed))
+    assert touched
+    assert {job[1] for job in touched} == {"photos"}
+
+
 def test_new_dataset_or_seed_keeps_settings() -> None:
     config = resolved("smoke.yaml")
     before = all_settings(config)

@@ -16,7 +16,9 @@ from qcsbm_bench.config import OFFLINE_IMAGE_DATASETS, ConfigError, deep_merge
 
 def steps_for(steps: Mapping[str, int], dataset: str) -> int | None:
     """Return the step count for a dataset from a mapping with an optional "default"."""
-    return steps.get(dataset, steps.get("default"))
+    if dataset in steps:
+        return steps[dataset]
+    return steps.get("default")
 
 
 def training_steps(config: Mapping[str, Any], dataset: str) -> int:

@@ -155,7 +155,12 @@ def _drop_path(target: dict[str, Any], path: str) -> None:
 
 
 def _keep_dataset(target: dict[str, Any], path: str, dataset: str, names: tuple[str, ...]) -> None:
-    """Drop the entries of other datasets from the mapping at a dotted path."""
+    """Drop the entries of other datasets from the mapping at a dotted path.
+
+    A "default" entry, which lookups fall back to for datasets without their own entry,
+    becomes the dataset's entry or is dropped, so that {"default": 10} and
+    {"default": 10, "digits": 10} give digits the same settings.
+    """
     parts = _split(path)
     node: Any = target
     for part in parts:
@@ -165,6 +170,9 @@ def _keep_dataset(target: dict[str, Any], path: str, dataset: str, names: tuple[
     if isinstance(node, dict):
         for key in [key for key in node if key in names and key != dataset]:
             del node[key]
+        if "default" in node:
+            default = node.pop("default")
+            node.setdefault(dataset, default)
 
 
 # The wildcards that a settings file can be split by, in the order of its path parts.

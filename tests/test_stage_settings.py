@@ -223,6 +223,8 @@ def test_view_contains_stage_and_execution_keys() -> None:
     assert view["evaluate"]["nll"] == config["evaluate"]["nll"]
     assert view["resources"] == config["resources"]
     assert view["progress"] == config["progress"]
+    assert config["container"] is None
+    assert view["container"] is None
     assert view.get("no such key", "fallback") == "fallback"
 
 

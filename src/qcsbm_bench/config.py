@@ -75,6 +75,8 @@ IMAGE_STAGES = (
 )
 # The toy data set names, as in qcsbm_bench.data.toy2d (not imported here to keep startup light).
 TOY_DATASETS = ("8gaussians", "checkerboard", "spirals")
+# The samplers that sample.samplers may name (qcsbm_bench.sampling.SAMPLERS implements them).
+SAMPLER_NAMES = ("pc", "ode")
 IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "imagenet32", "digits", "photos")
 # Datasets with no Inception reference in this project: their Frechet distance uses the
 # features of a classifier trained on their own training split, and is never called FID.

@@ -206,11 +206,16 @@ def add_model_metric_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="tidy metrics CSV")
 
 
-def _load_run(args: argparse.Namespace, stage: str, weights: str) -> tuple[Any, Any, dict]:
+def _load_run(args: argparse.Namespace, stage: str, section: str) -> tuple[Any, Any, dict, str]:
+    """Load a stage's config view, the test split, the model and the name of its weights.
+
+    The weights ("raw" or "ema") are those that config["evaluate"][section]["weights"] names.
+    """
     from qcsbm_bench.data.images import load_image_dataset
     from qcsbm_bench.train_images import load_image_model
 
     config = load_image_config(args.config, stage, args.dataset)
+    weights = config["evaluate"][section]["weights"]
     configure_threads(config, stage, args.threads)
     test = load_image_dataset(args.data_dir, "test")
     meta = test.meta
@@ -224,17 +229,14 @@ def _load_run(args: argparse.Namespace, stage: str, weights: str) -> tuple[Any, 
         dataset=args.dataset,
         seed=args.seed,
     )
-    return model, test, config
+    return model, test, config, weights
 
 
 def run_likelihood(args: argparse.Namespace) -> None:
     from qcsbm_bench.artifacts import DTYPES, derive_seed
     from qcsbm_bench.image_likelihood import image_bits_per_dim
 
-    weights = load_image_config(args.config, "likelihood", args.dataset)["evaluate"]["nll"][
-        "weights"
-    ]
-    model, test, config = _load_run(args, "likelihood", weights)
+    model, test, config, weights = _load_run(args, "likelihood", "nll")
     settings = config["evaluate"]["nll"]
     images = np.asarray(limit_images(test.images, settings["n_images"]))
     result = image_bits_per_dim(
@@ -266,10 +268,7 @@ def run_asymmetry(args: argparse.Namespace) -> None:
     from qcsbm_bench.artifacts import DTYPES, derive_seed
     from qcsbm_bench.image_asymmetry import asymmetry_by_level, level_average
 
-    weights = load_image_config(args.config, "asymmetry", args.dataset)["evaluate"]["asymmetry"][
-        "weights"
-    ]
-    model, test, config = _load_run(args, "asymmetry", weights)
+    model, test, config, weights = _load_run(args, "asymmetry", "asymmetry")
     settings = config["evaluate"]["asymmetry"]
     images = np.asarray(limit_images(test.images, settings["n_images"]))
     levels = asymmetry_by_level(

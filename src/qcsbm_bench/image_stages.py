@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from qcsbm_bench.config import IMAGE_DATASETS, ConfigError, load_config
+from qcsbm_bench.config import IMAGE_DATASETS, SAMPLER_NAMES, ConfigError, load_config
 from qcsbm_bench.image_config import (
     finetune_steps,
     finetuned_from_usbm,
@@ -31,7 +31,6 @@ from qcsbm_bench.stage_settings import stage_view
 logger = logging.getLogger(__name__)
 
 VARIANT_NAMES = ("csbm", "usbm", "qcsbm", "usbm-ft")
-SAMPLER_NAMES = ("pc", "ode")
 
 
 def load_image_config(

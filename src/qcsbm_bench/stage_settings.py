@@ -22,7 +22,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from qcsbm_bench.config import IMAGE_DATASETS, TOY_DATASETS, config_kind, write_config_if_changed
+from qcsbm_bench.config import (
+    IMAGE_DATASETS,
+    SAMPLER_NAMES,
+    TOY_DATASETS,
+    config_kind,
+    write_config_if_changed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,18 +131,28 @@ class UntrackedKeyError(RuntimeError):
     """A stage read a config key that its settings file does not contain."""
 
 
-def _split(path: str) -> list[str]:
-    return path.split(".")
+_MISSING = object()
+
+
+def _node_at(tree: Any, parts: list[str]) -> Any:
+    """Return the node of a nested mapping at the given keys, or _MISSING where one is absent.
+
+    A key whose value is None is present, so None cannot mark an absent key.
+    """
+    node = tree
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
 
 
 def _copy_path(source: Mapping[str, Any], target: dict[str, Any], path: str) -> None:
     """Copy the subtree at a dotted path from source into target, if source has it."""
-    parts = _split(path)
-    node: Any = source
-    for part in parts:
-        if not isinstance(node, Mapping) or part not in node:
-            return
-        node = node[part]
+    parts = path.split(".")
+    node = _node_at(source, parts)
+    if node is _MISSING:
+        return
     destination = target
     for part in parts[:-1]:
         destination = destination.setdefault(part, {})
@@ -144,14 +160,10 @@ def _copy_path(source: Mapping[str, Any], target: dict[str, Any], path: str) -> 
 
 
 def _drop_path(target: dict[str, Any], path: str) -> None:
-    parts = _split(path)
-    node: Any = target
-    for part in parts[:-1]:
-        if not isinstance(node, dict) or part not in node:
-            return
-        node = node[part]
+    *parents, last = path.split(".")
+    node = _node_at(target, parents)
     if isinstance(node, dict):
-        node.pop(parts[-1], None)
+        node.pop(last, None)
 
 
 def _keep_dataset(target: dict[str, Any], path: str, dataset: str, names: tuple[str, ...]) -> None:
@@ -161,12 +173,7 @@ def _keep_dataset(target: dict[str, Any], path: str, dataset: str, names: tuple[
     becomes the dataset's entry or is dropped, so that {"default": 10} and
     {"default": 10, "digits": 10} give digits the same settings.
     """
-    parts = _split(path)
-    node: Any = target
-    for part in parts:
-        if not isinstance(node, dict) or part not in node:
-            return
-        node = node[part]
+    node = _node_at(target, path.split("."))
     if isinstance(node, dict):
         for key in [key for key in node if key in names and key != dataset]:
             del node[key]
@@ -177,7 +184,6 @@ def _keep_dataset(target: dict[str, Any], path: str, dataset: str, names: tuple[
 
 # The wildcards that a settings file can be split by, in the order of its path parts.
 SCOPES = ("dataset", "variant", "sampler")
-_SAMPLERS = ("pc", "ode")
 
 
 def _keep_variant(selected: dict[str, Any], variant: str) -> None:
@@ -206,7 +212,7 @@ def _keep_sampler(selected: dict[str, Any], sampler: str) -> None:
     if not isinstance(sample, dict):
         return
     sample.pop("samplers", None)
-    for name in _SAMPLERS:
+    for name in SAMPLER_NAMES:
         if name != sampler:
             sample.pop(name, None)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_helpers import set_path
 
 from qcsbm_bench.config import validate_config
 from qcsbm_bench.stage_settings import (
@@ -48,14 +49,6 @@ def all_settings(config: dict) -> dict[tuple[str, ...], dict]:
 
 def touched_jobs(before: dict, after: dict) -> set[tuple[str, ...]]:
     return {key for key, settings in after.items() if settings != before.get(key)}
-
-
-def set_path(config: dict, path: str, value: object) -> None:
-    *parents, last = path.split(".")
-    node = config
-    for part in parents:
-        node = node[part]
-    node[last] = value
 
 
 @pytest.mark.parametrize("name", ["smoke.yaml", "images-cpu.yaml", "paper.yaml"])
